@@ -1,0 +1,1 @@
+"""Exporters shipped with mednas-nni (installed as ``mednas_nni.exporters``)."""

@@ -1,0 +1,183 @@
+"""The ``mednas`` command line: search, resume, validate, list, register.
+
+Errors print one line (``mednas: <file>: <field>: expected X, got Y``) and exit 2 for config/usage
+problems, 1 for runtime problems; ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import ConfigError, MedNASError
+
+_logger = logging.getLogger("mednas_nni")
+
+
+def _split_config_and_overrides(items: list[str]) -> tuple[str | None, list[str]]:
+    config, overrides = None, []
+    for i, it in enumerate(items):
+        if i == 0 and "=" not in it:
+            config = it
+        elif "=" in it:
+            overrides.append(it)
+        else:
+            raise ConfigError(f"argument '{it}': expected KEY=VALUE after the config file, got a second file name")
+    return config, overrides
+
+
+def _headline(rd: Any) -> str:
+    from .io import RunDir
+
+    m = json.loads((rd / RunDir.METRICS).read_text()) if (rd / RunDir.METRICS).exists() else {}
+    lines = [f"run directory: {rd.path}"]
+    if m:
+        t, v, b = m["test"], m["val"], m["majority_baseline_test"]
+        s = m.get("search", {})
+        lines.append(f"search: {s.get('evaluated')} architectures evaluated ({s.get('failed')} failed) in "
+                     f"{(s.get('seconds') or 0):.0f} s; {len(m['finalists'])} finalist(s) retrained for "
+                     f"{m['retrain']['epochs']} epoch(s)")
+        lines.append(f"best ({m['dataset']}, finalist {m['best_finalist']}, {m['params']:,} params): "
+                     f"val AUC {v['auc']:.3f} ACC {v['acc']:.3f} | test AUC {t['auc']:.3f} ACC {t['acc']:.3f} "
+                     f"(majority baseline ACC {b['acc']:.3f}, AUC 0.500)")
+        for f in ("pareto.png", "best_arch.json", "best.pt", "metrics.json"):
+            if (rd / f).exists():
+                lines.append(f"  {rd / f}")
+    return "\n".join(lines)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .experiment import run_search
+
+    config, overrides = _split_config_and_overrides(args.items)
+    cfg = load_config(config, overrides)
+    if args.no_progress:
+        cfg.run.progress = False
+    print(f"mednas: {cfg.strategy.name} on {cfg.space.name} / {cfg.data.name} "
+          f"({'embedded default config' if config is None else config})", file=sys.stderr)
+    rd = run_search(cfg)
+    print(_headline(rd))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .experiment import resume_search
+
+    rd = resume_search(args.run_dir)
+    print(_headline(rd))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .config import dump_config, load_config
+
+    config, overrides = _split_config_and_overrides([args.config, *args.overrides])
+    cfg = load_config(config, overrides)
+    if args.show:
+        print(dump_config(cfg), end="")
+    print(f"{config or 'default.yaml (embedded)'}: ok ({cfg.data.name} / {cfg.space.name} / {cfg.strategy.name}"
+          f"{' / ' + cfg.export.name if cfg.export else ''})")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .registry import KINDS, list_plugins
+
+    infos = list_plugins(args.kind)
+    if args.json:
+        print(json.dumps([i.__dict__ for i in infos], indent=2))
+        return 0
+    for kind in (KINDS if args.kind is None else (infos[0].kind,) if infos else ()):
+        rows = [i for i in infos if i.kind == kind]
+        print(f"{kind}:")
+        if not rows:
+            print("  (none installed)")
+        for i in rows:
+            state = i.summary if i.status == "ok" else f"FAILED: {i.error}"
+            print(f"  {i.name:<14} [{i.origin}]  {state}")
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from .nni_glue import register_tuners
+
+    for name, cls in register_tuners():
+        print(f"registered NNI tuner {name} -> {cls}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mednas", description="Neural architecture search for medical images (NNI 3.0).")
+    p.add_argument("--version", action="version", version=f"mednas-nni {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("search", help="run a search (no CONFIG: the embedded default)",
+                       description="Run a search. CONFIG is a YAML file (default: the embedded "
+                                   "default.yaml); KEY=VALUE items override it, e.g. strategy.params.pop_size=40.")
+    s.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE ...]")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_search)
+
+    r = sub.add_parser("resume", help="continue an interrupted run")
+    r.add_argument("run_dir", metavar="RUN_DIR")
+    r.set_defaults(func=cmd_resume)
+
+    v = sub.add_parser("validate", help="check a config without running it")
+    v.add_argument("config", metavar="CONFIG")
+    v.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    v.add_argument("--show", action="store_true", help="print the resolved config")
+    v.set_defaults(func=cmd_validate)
+
+    ls = sub.add_parser("list", help="list installed plugins")
+    ls.add_argument("--kind", choices=["search_spaces", "strategies", "exporters", "datasets"])
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+
+    rg = sub.add_parser("register", help="register mednas tuners with nnictl (NNI's algorithm registry)")
+    rg.set_defaults(func=cmd_register)
+
+    # Deployment commands (export, predict) live in their own module: predict must not import torch or nni.
+    from .cli_deploy import add_parsers
+
+    add_parsers(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # The terminal shows warnings (debug with --debug); each run's search.log gets INFO as well.
+    console = logging.StreamHandler()
+    console.setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(console)
+    logging.getLogger().setLevel(logging.DEBUG if args.debug else logging.INFO)
+    if not args.debug:
+        # NNI and torch print harmless warnings on import (NNI_NOTES §0); keep the terminal readable.
+        import warnings
+
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"nni\..*")
+        warnings.filterwarnings("ignore", category=UserWarning)
+        logging.getLogger("nni").setLevel(logging.ERROR)
+    try:
+        return args.func(args)
+    except MedNASError as e:
+        if args.debug:
+            raise
+        print(f"mednas: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("mednas: interrupted; continue with 'mednas resume RUN_DIR' (the run directory is printed above "
+              "and in runs/)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""MedMNIST v2 / MedMNIST+ 2-D data sets (Yang et al., Scientific Data 2023) through the ``medmnist`` package.
+
+Any 2-D flag (``breastmnist``, ``pneumoniamnist``, ``retinamnist``, ``pathmnist``, ...) at size 28, 64, 128
+or 224. Files are read from ``root`` as ``<flag>.npz`` (28) or ``<flag>_<size>.npz``; nothing is downloaded
+unless ``download: true``. With no ``root``, BreastMNIST 28x28 is read from the copy shipped with
+mednas-nni (CC BY 4.0; see ``mednas_nni/data/bundled/README.md``).
+"""
+from __future__ import annotations
+
+import logging
+import zipfile
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import field_validator
+
+from ..errors import ConfigError, DataError, did_you_mean
+from ..plugins import DatasetInfo, DatasetPlugin, PluginParams
+from .transforms import classification_transforms
+
+__all__ = ["MedMNISTDataset", "MedMNISTParams", "bundled_root", "medmnist_2d_flags"]
+
+_logger = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+BUNDLED = {("breastmnist", 28)}
+
+
+def bundled_root() -> Path:
+    return Path(str(resources.files("mednas_nni") / "data" / "bundled"))
+
+
+def medmnist_2d_flags() -> list[str]:
+    from medmnist import INFO
+
+    return sorted(k for k in INFO if not k.endswith("3d"))
+
+
+def _file_name(flag: str, size: int) -> str:
+    return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
+
+
+class MedMNISTParams(PluginParams):
+    flag: str = "breastmnist"
+    size: Literal[28, 64, 128, 224] = 28
+    root: Path | None = None
+    download: bool = False
+    as_rgb: bool = False
+
+    @field_validator("flag")
+    @classmethod
+    def _known_flag(cls, v: str) -> str:
+        flags = medmnist_2d_flags()
+        if v not in flags:
+            raise ValueError(f"a 2-D MedMNIST flag{did_you_mean(v, flags)} (one of {', '.join(flags)})")
+        return v
+
+
+class MedMNISTDataset(DatasetPlugin):
+    """MedMNIST v2 2-D classification sets (any flag, 28/64/128/224 px), read offline from a local root."""
+
+    name = "medmnist"
+    Params = MedMNISTParams
+
+    def __init__(self, *, flag: str = "breastmnist", size: int = 28, root: str | Path | None = None,
+                 download: bool = False, as_rgb: bool = False):
+        from medmnist import INFO
+
+        self.flag, self.size, self.download, self.as_rgb = flag, int(size), download, as_rgb
+        self._meta = INFO[flag]
+        if root is None:
+            if (flag, self.size) not in BUNDLED:
+                raise ConfigError(f"dataset 'medmnist': data.params.root is not set; only breastmnist at size 28 "
+                                  f"is bundled, so {flag} at size {self.size} needs root: a folder holding "
+                                  f"{_file_name(flag, self.size)}")
+            root = bundled_root()
+        self.root = Path(root)
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def check_params(cls, params: MedMNISTParams) -> None:
+        """Checked by ``mednas validate``: the root and the file are there (unless downloading)."""
+        if params.root is None:
+            if (params.flag, params.size) not in BUNDLED:
+                raise ConfigError(f"root: not set; only breastmnist at size 28 is bundled, so {params.flag} at "
+                                  f"size {params.size} needs a folder holding {_file_name(params.flag, params.size)}")
+            return
+        if not params.root.is_dir():
+            raise ConfigError(f"root: expected an existing folder, got {params.root} (not found)")
+        f = params.root / _file_name(params.flag, params.size)
+        if not params.download and not f.is_file():
+            raise ConfigError(f"root: expected {f.name} in {params.root}, got no such file "
+                              "(set download: true to fetch it)")
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def info(self) -> DatasetInfo:
+        labels = self._meta["label"]
+        channels = 3 if (self.as_rgb or self._meta["n_channels"] == 3) else 1
+        return DatasetInfo(
+            name=f"{self.flag}_{self.size}", task=self._meta["task"], num_classes=len(labels),
+            in_channels=channels, image_size=self.size,
+            label_names=[labels[str(i)] for i in range(len(labels))],
+            licence=self._meta.get("license", ""),
+            citation=("Yang et al., MedMNIST v2, Scientific Data 10:41 (2023), doi:10.1038/s41597-022-01721-8; "
+                      f"source data set of {self._meta['python_class']}: see medmnist.INFO"),
+            split_sizes=dict(self._meta["n_samples"]),
+            mean=[0.5] * channels, std=[0.5] * channels,
+            extra={"flag": self.flag, "size": self.size, "root": str(self.root)},
+        )
+
+    # ------------------------------------------------------------------ arrays
+    def _load(self) -> None:
+        import medmnist
+
+        path = self.root / _file_name(self.flag, self.size)
+        if not self.root.is_dir():
+            raise DataError(f"dataset 'medmnist': root {self.root} not found; set data.params.root to the folder "
+                            f"holding {path.name}")
+        if not path.is_file() and not self.download:
+            raise DataError(f"dataset 'medmnist': {path}: file not found; expected {path.name} in the root "
+                            "(or set data.params.download: true)")
+        cls = getattr(medmnist, self._meta["python_class"])
+        for split in SPLITS:
+            try:
+                ds = cls(split=split, root=str(self.root), download=self.download, size=self.size)
+                x, y = np.asarray(ds.imgs), np.asarray(ds.labels)
+            except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as e:
+                raise DataError(f"dataset 'medmnist': {path}: expected a MedMNIST .npz with {split}_images and "
+                                f"{split}_labels, got an unreadable file ({type(e).__name__}: {e})") from None
+            except RuntimeError as e:
+                raise DataError(f"dataset 'medmnist': {path}: {e}") from None
+            self._check(path, split, x, y)
+            self._arrays[split] = (x, y.reshape(len(y), -1))
+
+    def _check(self, path: Path, split: str, x: np.ndarray, y: np.ndarray) -> None:
+        channels = self._meta["n_channels"]
+        want = (self.size, self.size) if channels == 1 else (self.size, self.size, channels)
+        if x.ndim < 3 or tuple(x.shape[1:]) != want:
+            raise DataError(f"dataset 'medmnist': {path}: {split}_images: expected shape (N, "
+                            f"{', '.join(map(str, want))}), got {tuple(x.shape)}")
+        if len(x) == 0:
+            raise DataError(f"dataset 'medmnist': {path}: {split}_images: expected at least one image, got 0")
+        if len(y) != len(x):
+            raise DataError(f"dataset 'medmnist': {path}: {split}_labels: expected {len(x)} labels, got {len(y)}")
+
+    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        if split not in SPLITS:
+            raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+        if not self._arrays:
+            self._load()
+        x, y = self._arrays[split]
+        if self.as_rgb and x.ndim == 3:
+            x = np.repeat(x[..., None], 3, axis=-1)
+        return x, y
+
+    def dataset(self, split: str, augment: bool = False) -> torch.utils.data.Dataset:
+        from monai.data import ArrayDataset
+
+        x, y = self.arrays(split)
+        info = self.info
+        tf = classification_transforms(channels_last=x.ndim == 4, mean=info.mean, std=info.std, augment=augment)
+        return ArrayDataset(img=list(x), img_transform=tf, labels=torch.as_tensor(y.astype(np.int64)))
+
+    def __repr__(self) -> str:
+        return f"MedMNISTDataset(flag={self.flag!r}, size={self.size}, root={str(self.root)!r})"

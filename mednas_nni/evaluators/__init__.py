@@ -1,0 +1,1 @@
+"""Architecture evaluators: training-based and zero-cost (training-free) scoring of candidate networks."""

@@ -1,0 +1,1 @@
+"""Search strategies shipped with mednas-nni (installed as ``mednas_nni.strategies``)."""
