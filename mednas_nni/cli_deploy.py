@@ -1,8 +1,149 @@
-"""``mednas export`` and ``mednas predict`` (filled in by the deployment work)."""
+"""``mednas export`` and ``mednas predict``.
+
+``predict`` must run where only onnxruntime is installed, so this module imports nothing heavy at import time:
+``export`` imports the exporter (torch, nni) inside its command, ``predict`` only
+:mod:`mednas_nni.deploy_runtime` (numpy, onnxruntime, PIL).
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from typing import Any
+
+__all__ = ["add_parsers", "cmd_export", "cmd_predict"]
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:.1f} KiB" if n < 1024 ** 2 else f"{n / 1024 ** 2:.2f} MiB"
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .errors import ConfigError
+    from .io import RunDir, atomic_write_json
+    from .registry import get_plugin
+
+    rd = RunDir.open(args.run_dir)
+    out = Path(args.out) if args.out else rd / "bundle"
+    cls = get_plugin("exporters", args.exporter)
+    params: dict[str, Any] = {}
+    for key in ("opset", "int8", "atol", "calibration_images", "latency_runs", "gradcam_per_class"):
+        value = getattr(args, key)
+        if value is not None:
+            params[key] = value
+    fields = getattr(getattr(cls, "Params", None), "model_fields", {})
+    unknown = [k for k in params if fields and k not in fields]
+    if unknown:
+        raise ConfigError(f"--{unknown[0].replace('_', '-')}: not a parameter of exporter '{args.exporter}'; "
+                          f"expected one of {', '.join(fields)}")
+    from pydantic import ValidationError
+
+    try:
+        exporter = cls(**params)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg'].replace('Input should be ', 'expected ')}"
+                          f", got {err.get('input')!r}") from None
+    print(f"mednas: exporting {rd.path} -> {out}", file=sys.stderr)
+    report = exporter.export(rd, out)
+    atomic_write_json(rd / "export_report.json", report)
+    par = report.get("parity", {})
+    print(f"bundle: {out}")
+    for name, size in report.get("files", {}).items():
+        print(f"  {name:<20} {_kib(size)}")
+    if par:
+        mt, mo = par["metrics"]["pytorch"], par["metrics"]["onnxruntime_fp32"]
+        line = (f"parity: max |Δ logits| {par['max_abs_diff_logits']:.2e} (end to end "
+                f"{par['max_abs_diff_end_to_end']:.2e}) <= atol {par['atol']:g} on {par['images']} test images")
+        print(line)
+        if mt:
+            print(f"test: PyTorch ACC {mt['acc']:.4f} AUC {mt['auc']:.4f} | onnxruntime fp32 ACC {mo['acc']:.4f} "
+                  f"AUC {mo['auc']:.4f}")
+        i8 = par.get("int8")
+        if i8 and i8.get("metrics"):
+            d = i8["drop_points_vs_pytorch"]
+            print(f"int8: ACC {i8['metrics']['acc']:.4f} AUC {i8['metrics']['auc']:.4f} (drop {d['acc']:+.2f} / "
+                  f"{d['auc']:+.2f} points), {_kib(i8['size_bytes'])} vs {_kib(i8['fp32_size_bytes'])}")
+    lat = report.get("latency", {})
+    if lat:
+        print("latency (onnxruntime, batch 1, 1 thread, median): "
+              + ", ".join(f"{k} {v['threads_1']['median_ms']:.3f} ms" for k, v in lat.items()))
+    g = report.get("gradcam", {})
+    if g.get("files"):
+        print(f"grad-cam: {len(g['files'])} images in {g['dir']} (layer {g['layer']})")
+    elif g.get("skipped"):
+        print(f"grad-cam: skipped ({g['skipped']})")
+    return 0
+
+
+def _table(records: list[dict[str, Any]]) -> str:
+    rows = []
+    for r in records:
+        name = r["file"] + (f"[{r['index']}]" if "index" in r else "")
+        if "probabilities" in r:
+            probs = "  ".join(f"{k}={v:.4f}" for k, v in r["probabilities"].items())
+            rows.append((name, r["class"], probs))
+        else:
+            rows.append((name, r.get("mask", ""), ", ".join(f"{k}={v}" for k, v in r["class_pixels"].items())))
+        for note in r.get("notes", []):
+            rows.append(("", "", f"note: {note}"))
+    w0 = max([len("file")] + [len(a) for a, _, _ in rows])
+    w1 = max([len("class")] + [len(b) for _, b, _ in rows])
+    head = f"{'file':<{w0}}  {'class':<{w1}}  probabilities"
+    return "\n".join([head] + [f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows])
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .deploy_runtime import Bundle, predict_files
+
+    bundle = Bundle(args.bundle, int8=args.int8, threads=args.threads)
+    records = predict_files(bundle, args.inputs, out=args.out, mask_dir=args.mask_dir)
+    if args.format == "table":
+        print(_table(records))
+    else:
+        for r in records:
+            print(json.dumps(r))
+    if args.out:
+        print(f"mednas: wrote {len(records)} prediction(s) to {args.out}", file=sys.stderr)
+    return 0
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    return None
+    """Add the ``export`` and ``predict`` subcommands to the ``mednas`` parser."""
+    e = sub.add_parser(
+        "export", help="write a deployable ONNX bundle for a finished run",
+        description="Export the best model of RUN_DIR as a bundle (model.onnx [+ model.int8.onnx], "
+                    "preprocessing.json, parity.json, model_card.md) and Grad-CAM images into RUN_DIR/gradcam. "
+                    "Fails, writing nothing, when onnxruntime disagrees with PyTorch by more than --atol.")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--out", metavar="DIR", help="bundle folder (default: RUN_DIR/bundle); replaced as a whole")
+    e.add_argument("--exporter", default="onnx", help="exporter plugin (default: onnx)")
+    e.add_argument("--int8", action="store_true", default=None,
+                   help="also write model.int8.onnx (static quantisation, calibrated on training images)")
+    e.add_argument("--opset", type=int, help="ONNX opset (default 17)")
+    e.add_argument("--atol", type=float, help="parity tolerance on the logits (default 1e-4)")
+    e.add_argument("--calibration-images", dest="calibration_images", type=int, metavar="N",
+                   help="training images for int8 calibration (default 128)")
+    e.add_argument("--latency-runs", dest="latency_runs", type=int, metavar="N",
+                   help="timed runs for the latency median (default 50)")
+    e.add_argument("--gradcam-per-class", dest="gradcam_per_class", type=int, metavar="N",
+                   help="Grad-CAM test images per class (default 2; 0 = none)")
+    e.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "predict", help="run a bundle on image files (onnxruntime only)",
+        description="Classify INPUT files with an exported bundle: PNG/JPEG/BMP/TIFF, .npy/.npz (an image or a "
+                    "stack, channels last), DICOM, NIfTI/MHA/NRRD (middle slice of a volume). Prints one JSON line "
+                    "per image (or a table); --out writes all predictions as JSON. Needs only numpy, onnxruntime "
+                    "and Pillow (+ pydicom / SimpleITK for DICOM / NIfTI).")
+    p.add_argument("bundle", metavar="BUNDLE")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--out", metavar="FILE.json", help="write the predictions as JSON")
+    p.add_argument("--format", choices=["jsonl", "table"], default="jsonl", help="stdout format (default jsonl)")
+    p.add_argument("--int8", action="store_true", help="run model.int8.onnx")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (default: all)")
+    p.add_argument("--mask-dir", dest="mask_dir", metavar="DIR",
+                   help="segmentation bundles: folder for the mask PNGs (default: next to --out, else ./masks)")
+    p.set_defaults(func=cmd_predict)

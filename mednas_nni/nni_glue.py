@@ -62,22 +62,45 @@ class MedNASTuner(Tuner):
     """NNI tuner that runs a mednas zero-cost search generation by generation as NNI trials.
 
     Args:
-        config: path of a mednas YAML config (absolute, or relative to the folder nnictl was started in).
+        config: path of a mednas YAML config: absolute, or relative to the experiment's ``trialCodeDirectory``
+            (which nnictl resolves against the nnictl YAML's folder).
         overrides: dotted ``KEY=VALUE`` overrides, as on the ``mednas search`` command line.
     """
 
     def __init__(self, config: str, overrides: list[str] | None = None):
-        from .config import dump_config, load_config
+        from .config import load_config
         from .errors import ConfigError
+
+        # NNI's manager gives the dispatcher 10 s to connect, so the constructor only checks the config's
+        # shape; plugins, data and the search space are loaded on first use (_setup).
+        # classArgsValidator is never called by nnictl for v2 configs (NNI_NOTES §3): validate here.
+        path_cfg = Path(config)
+        if not path_cfg.is_absolute():
+            code_dir = _experiment_params().get("trialCodeDirectory")
+            path_cfg = Path(code_dir or ".") / path_cfg
+        self._config_path, self._overrides = path_cfg, list(overrides or [])
+        cfg = load_config(path_cfg, self._overrides, validate_plugins=False)
+        if cfg.strategy.name != "zc_nsga2":
+            raise ConfigError(f"{config}: strategy.name: MedNASTuner drives 'zc_nsga2', got '{cfg.strategy.name}'")
+        self._lock = threading.Lock()
+        self._ready = False
+        self._credit: list[int] = []
+        self._st_callback: Any = None
+        self._gen_samples: list[dict[str, Any]] | None = None   # asked, not yet told
+        self._outstanding: dict[int, dict[str, Any]] = {}        # parameter_id -> params
+        self._finalists: list[dict[str, Any]] | None = None
+        self._issued_finalists: set[int] = set()
+
+    def _setup(self) -> None:
+        if self._ready:
+            return
+        from .config import dump_config, load_config
         from .experiment import RunContext, build_dataset, build_strategy, resolve_device
         from .io import RunDir, atomic_write_text
 
-        # classArgsValidator is never called by nnictl for v2 configs (NNI_NOTES §3): validate here.
-        cfg = load_config(config, list(overrides or []))
-        if cfg.strategy.name != "zc_nsga2":
-            raise ConfigError(f"{config}: strategy.name: MedNASTuner drives 'zc_nsga2', got '{cfg.strategy.name}'")
+        cfg = load_config(self._config_path, self._overrides)
         cfg.run.progress = False
-        exp_id = os.environ.get("NNI_EXP_ID") or _experiment_id() or "local"
+        exp_id = _experiment_id() or "local"
         path = Path(cfg.run.out_dir) / f"{cfg.run_name()}-nni-{exp_id}"
         fresh = not (path / RunDir.CONFIG).exists()
         path.mkdir(parents=True, exist_ok=True)
@@ -88,14 +111,8 @@ class MedNASTuner(Tuner):
         self.cfg = cfg
         self.ctx = RunContext(cfg, self.rd, build_dataset(cfg), resolve_device(cfg.run.device), False)
         self.strategy = build_strategy(cfg)
-        self._lock = threading.Lock()
-        self._credit: list[int] = []
-        self._st_callback: Any = None
-        self._gen_samples: list[dict[str, Any]] | None = None   # asked, not yet told
-        self._outstanding: dict[int, dict[str, Any]] = {}        # parameter_id -> params
-        self._finalists: list[dict[str, Any]] | None = None
-        self._issued_finalists: set[int] = set()
         self._restore()
+        self._ready = True
         _logger.info("MedNASTuner: run directory %s (%s)", self.rd.path, "new" if fresh else "resumed")
 
     # ------------------------------------------------------------------ state
@@ -131,6 +148,7 @@ class MedNASTuner(Tuner):
         self._st_callback = kwargs.get("st_callback")
         out = []
         with self._lock:
+            self._setup()
             for pid in parameter_id_list:
                 params = self._next_params(pid)
                 if params is None:
@@ -143,6 +161,7 @@ class MedNASTuner(Tuner):
         import nni
 
         with self._lock:
+            self._setup()
             params = self._next_params(parameter_id)
         if params is None:
             raise nni.NoMoreTrialJobsError("waiting for the current generation")
@@ -150,6 +169,7 @@ class MedNASTuner(Tuner):
 
     def receive_trial_result(self, parameter_id: int, parameters: dict[str, Any], value: Any, **kwargs: Any) -> None:
         with self._lock:
+            self._setup()
             self._outstanding.pop(parameter_id, None)
             if parameters.get("mednas") == "score":
                 self._receive_scores(parameters, value if isinstance(value, dict) else {})
@@ -159,6 +179,7 @@ class MedNASTuner(Tuner):
 
     def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
         with self._lock:
+            self._setup()
             params = self._outstanding.pop(parameter_id, None)
             if params is not None:  # ended without a final result: failed or killed (USER_CANCELED)
                 if params["mednas"] == "score":
@@ -261,11 +282,28 @@ class MedNASTuner(Tuner):
             self.rd.set_status(phase="done")
 
 
-def _experiment_id() -> str | None:
-    try:
-        import nni
+def _experiment_params() -> dict[str, Any]:
+    """The experiment config that NNI's manager passes to the dispatcher (``--exp_params``, base64 JSON)."""
+    import base64
+    import json
+    import sys
 
-        eid = nni.get_experiment_id()
-        return None if eid in (None, "", "STANDALONE") else eid
-    except Exception:  # noqa: BLE001
-        return None
+    argv = sys.argv
+    for i, a in enumerate(argv):
+        val = argv[i + 1] if a == "--exp_params" and i + 1 < len(argv) else (
+            a.split("=", 1)[1] if a.startswith("--exp_params=") else None)
+        if val:
+            try:
+                return json.loads(base64.b64decode(val).decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                return {}
+    return {}
+
+
+def _experiment_id() -> str | None:
+    """NNI starts the dispatcher with NNI_LOG_DIRECTORY=<experiments dir>/<id>/log."""
+    for var in ("NNI_EXP_ID", "NNI_LOG_DIRECTORY", "NNI_CHECKPOINT_DIRECTORY"):
+        val = os.environ.get(var)
+        if val:
+            return val if var == "NNI_EXP_ID" else Path(val).parent.name
+    return None

@@ -30,7 +30,8 @@ def run_score(params: dict[str, Any], ctx: Any, strategy: Any) -> dict[str, Any]
     first = strategy.objectives[0].name
     archs = []
     for sample in params["archs"]:
-        scores = score_model(space.freeze(sample), inputs, targets, strategy._proxies(), ctx.device)
+        scores = score_model(space.freeze(sample), inputs, targets, strategy._proxies(), ctx.device,
+                             init_seed=strategy.seed)
         scores = _finite(scores)
         if first in scores and "error" not in scores:
             nni.report_intermediate_result({"default": scores[first],

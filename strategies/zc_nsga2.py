@@ -101,12 +101,31 @@ class ZeroCostNSGA2Params(PluginParams):
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
-def score_model(model: Any, inputs: Any, targets: Any, proxies: list[str], device: str = "cpu") -> dict[str, Any]:
-    """Zero-cost scores of one frozen model as a dict; a failure gives ``{"error": reason}`` instead of raising."""
+def reset_parameters(model: Any, seed: int) -> None:
+    """Re-initialise every layer from ``seed`` (the proxies score an architecture at initialisation, and
+    ``freeze`` draws fresh weights from the global RNG: this makes a score a function of the architecture)."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in model.modules():
+            if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
+                m.reset_parameters()
+
+
+def score_model(model: Any, inputs: Any, targets: Any, proxies: list[str], device: str = "cpu",
+                init_seed: int | None = 0) -> dict[str, Any]:
+    """Zero-cost scores of one frozen model as a dict; a failure gives ``{"error": reason}`` instead of raising.
+
+    With ``init_seed`` (default 0) the weights are re-initialised from that seed first, so equal
+    architectures always get equal scores (the cache relies on it).
+    """
     from mednas_nni.evaluators.zero_cost import compute_proxies
 
     t0 = time.perf_counter()
     try:
+        if init_seed is not None:
+            reset_parameters(model, init_seed)
         model = model.to(device)
         scores = compute_proxies(model, inputs.to(device), targets.to(device), proxies)
         out: dict[str, Any] = {k: float(v) for k, v in scores.items()}
@@ -116,13 +135,14 @@ def score_model(model: Any, inputs: Any, targets: Any, proxies: list[str], devic
     return out
 
 
-def score_architecture(model: Any, inputs: Any, targets: Any, proxies: list[str], device: str = "cpu") -> None:
+def score_architecture(model: Any, inputs: Any, targets: Any, proxies: list[str], device: str = "cpu",
+                       init_seed: int | None = 0) -> None:
     """NNI evaluator function: :func:`score_model`, reported as NNI's final metric.
 
     The metric dict has ``default`` (the first proxy, ``-inf`` on failure) plus every proxy (or ``error``),
     so the strategy sees all objectives and why an architecture failed.
     """
-    scores = score_model(model, inputs, targets, proxies, device)
+    scores = score_model(model, inputs, targets, proxies, device, init_seed)
     nni.report_final_result({"default": scores.get(proxies[0], float("-inf")), **scores})
 
 
@@ -197,6 +217,7 @@ class ZeroCostNSGA2(Strategy, SearchDriver):
         self.cache_hits = 0
         self._algorithm: Any = None
         self._asked: Any = None
+        self._snapshot: bytes | None = None
         self._pending: dict[str, dict[str, Any]] = {}
         # Hooks set by run_search (persistence, progress); None when used directly from Python.
         self.on_record: Callable[[dict[str, Any]], None] | None = None
@@ -290,6 +311,7 @@ class ZeroCostNSGA2(Strategy, SearchDriver):
         """The next generation's architectures (pymoo ``ask``), or None when the search is finished."""
         if self._algorithm is None:
             self._algorithm = self._build_algorithm([len(v) for v in label_values.values()])
+            self._snapshot = pickle.dumps(self._algorithm)
         if not self._algorithm.has_next():
             return None
         self._asked = self._algorithm.ask()
@@ -308,6 +330,13 @@ class ZeroCostNSGA2(Strategy, SearchDriver):
         # one offspring per ask, so a MOEA/D generation spans pop_size ask/tell rounds.
         # (pymoo counts the initial population as generation 1 and increments after each tell.)
         self.generation = max(0, int(self._algorithm.n_gen or 1) - 1)
+        # Checkpoints hold the algorithm as of the last completed generation (before the next ask), so a
+        # resumed search asks the same offspring again and the cache skips those already scored.
+        # pymoo's loop-wise MOEA/D holds a live generator inside a generation: snapshot only at boundaries.
+        try:
+            self._snapshot = pickle.dumps(self._algorithm)
+        except TypeError:
+            pass
         if self.on_generation is not None:
             self.on_generation(self)
 
@@ -402,7 +431,7 @@ class ZeroCostNSGA2(Strategy, SearchDriver):
     def state_dict(self) -> dict[str, Any]:
         return {"version": 1, "generation": self.generation, "cache": dict(self.cache),
                 "cache_hits": self.cache_hits, "params": self.params.model_dump(),
-                "algorithm": pickle.dumps(self._algorithm) if self._algorithm is not None else None}
+                "algorithm": self._snapshot}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("version") != 1:
@@ -410,8 +439,8 @@ class ZeroCostNSGA2(Strategy, SearchDriver):
         self.generation = int(state_dict["generation"])
         self.cache = dict(state_dict["cache"])
         self.cache_hits = int(state_dict.get("cache_hits", 0))
-        algo = state_dict.get("algorithm")
-        self._algorithm = pickle.loads(algo) if algo is not None else None
+        self._snapshot = state_dict.get("algorithm")
+        self._algorithm = pickle.loads(self._snapshot) if self._snapshot is not None else None
 
     # ------------------------------------------------------------------ mednas driver
     def run_search(self, ctx: Any) -> list[dict[str, Any]]:
@@ -439,7 +468,7 @@ class ZeroCostNSGA2(Strategy, SearchDriver):
             self.seed = ctx.cfg.run.seed
         inputs, targets = ctx.proxy_batch(self.params.proxy_batch_size)
         evaluator = FunctionalEvaluator(score_architecture, inputs=inputs, targets=targets,
-                                        proxies=self._proxies(), device=ctx.device)
+                                        proxies=self._proxies(), device=ctx.device, init_seed=self.seed)
         space = RawFormatModelSpace.from_model(ctx.build_space(), evaluator)
         engine = SequentialExecutionEngine(continue_on_failure=True)
         self.on_record = lambda rec: append_jsonl(rd / RunDir.ARCHS, rec)

@@ -1,0 +1,1 @@
+"""Search spaces shipped with mednas-nni (installed as ``mednas_nni.search_spaces``)."""
