@@ -1,0 +1,100 @@
+"""`nnictl create` with MedNASTuner: generation trials and finalist trials show in NNI's REST API / web UI."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.slow, pytest.mark.nni]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(port: int, path: str):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/nni/{path}", timeout=10) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture
+def nni_env(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "PYTHONWARNINGS": "ignore",
+           "NNI_CONFIG_DIR": os.environ["NNI_CONFIG_DIR"]}
+    bindir = Path(sys.executable).parent
+    env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"    # nnictl and the trial's `python` from this env
+    return env
+
+
+def test_nnictl_create_runs_generations_and_finalists_as_trials(tmp_path, nni_env):
+    nnictl = shutil.which("nnictl", path=nni_env["PATH"])
+    assert nnictl, "nnictl not installed"
+    cfg = tmp_path / "search.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "data": {"name": "medmnist", "params": {"flag": "breastmnist"}},
+        "space": {"name": "mstf_cell", "params": {"num_blocks": 2, "num_nodes": 2, "channels": 8}},
+        "strategy": {"name": "zc_nsga2", "params": {"pop_size": 4, "generations": 2, "top_k": 0}},
+        "evaluator": {"epochs": 2}, "run": {"out_dir": "runs", "device": "cpu"}}))
+    exp_yml = tmp_path / "exp.yml"
+    exp_yml.write_text(yaml.safe_dump({
+        "experimentName": "mednas-test", "searchSpace": {"mednas": {"_type": "choice", "_value": ["zc_nsga2"]}},
+        "trialCommand": f"{sys.executable} -m mednas_nni.nni_trial", "trialCodeDirectory": ".",
+        "trialConcurrency": 1, "maxTrialNumber": 10,
+        "tuner": {"name": "MedNASTuner", "classArgs": {"config": "search.yaml"}},
+        "trainingService": {"platform": "local"}}))
+    r = subprocess.run([sys.executable, "-m", "mednas_nni", "register"], env=nni_env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "MedNASTuner" in r.stdout, r.stderr
+    port = _free_port()
+    r = subprocess.run([nnictl, "create", "--config", str(exp_yml), "--port", str(port)], env=nni_env,
+                       capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    exp_id = re.search(r"Experiment ID: (?:\x1b\[\d+m)?([A-Za-z0-9]+)", r.stdout).group(1)
+    try:
+        run_dir = tmp_path / "runs" / f"zc_nsga2-breastmnist-nni-{exp_id}"
+        deadline, phase = time.time() + 420, None
+        while time.time() < deadline:
+            st = _get(port, "check-status")
+            assert st["status"] != "ERROR", st
+            if (run_dir / "status.json").exists():
+                phase = json.loads((run_dir / "status.json").read_text()).get("phase")
+                # done once the tuner has the last result *and* that trial's process has ended
+                if phase == "done" and all(t["status"] not in ("WAITING", "RUNNING", "UNKNOWN")
+                                           for t in _get(port, "trial-jobs")):
+                    break
+            time.sleep(2)
+        assert phase == "done", f"experiment did not finish: {phase}"
+        trials = _get(port, "trial-jobs")
+        params = [json.loads(t["hyperParameters"][0])["parameters"] for t in trials]
+        kinds = [p["mednas"] for p in params]
+        assert kinds == ["score", "score", "retrain"], kinds
+        assert all(t["status"] == "SUCCEEDED" for t in trials)
+        metrics = _get(port, "metric-data")
+        by_trial: dict[str, list] = {}
+        for m in metrics:
+            by_trial.setdefault(m["trialJobId"], []).append(m)
+        score_final = [json.loads(json.loads(m["data"])) for t in trials[:2] for m in by_trial[t["trialJobId"]]
+                       if m["type"] == "FINAL"]
+        assert all({"default", "scored", "failed", "min_flops"} <= set(f) for f in score_final)
+        retrain = by_trial[trials[2]["trialJobId"]]
+        assert sum(m["type"] == "PERIODICAL" for m in retrain) == 2          # one per epoch
+        for f in ("best.pt", "best_arch.json", "metrics.json", "pareto.png", "archs.jsonl"):
+            assert (run_dir / f).is_file(), f
+        hashes = [json.loads(line)["hash"] for line in (run_dir / "archs.jsonl").read_text().splitlines()]
+        assert len(hashes) == len(set(hashes)) == sum(f["scored"] + f["failed"] for f in score_final)
+    finally:
+        subprocess.run([nnictl, "stop", exp_id], env=nni_env, capture_output=True, timeout=60)
