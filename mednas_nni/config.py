@@ -90,23 +90,10 @@ def format_validation_error(source: str, err: ValidationError, prefix: str = "")
     """One line ``source: dotted.field: expected X, got Y`` from the first pydantic error."""
     e = err.errors()[0]
     loc = ".".join(str(p) for p in (prefix.split(".") if prefix else []) + list(e["loc"]))
-    msg = e["msg"]
-    if e["type"] == "extra_forbidden":
-        model = getattr(err, "title", "")
-        return f"{source}: {loc}: unknown key{_field_hint(loc, err)}"
     if e["type"] == "missing":
         return f"{source}: {loc}: required field is missing"
-    msg = msg.replace("Input should be ", "expected ").replace("Value error, ", "")
-    got = e.get("input")
-    return f"{source}: {loc}: {msg}, got {got!r}"
-
-
-def _field_hint(loc: str, err: ValidationError) -> str:
-    names = getattr(err, "_mednas_fields", None)
-    if not names:
-        return ""
-    last = loc.rsplit(".", 1)[-1]
-    return f"{did_you_mean(last, names)} expected one of: {', '.join(names)}"
+    msg = e["msg"].replace("Input should be ", "expected ").replace("Value error, ", "")
+    return f"{source}: {loc}: {msg}, got {e.get('input')!r}"
 
 
 def _validation_error(source: str, err: ValidationError, prefix: str, model: type[BaseModel]) -> ConfigError:

@@ -88,6 +88,8 @@ class MedMNISTDataset(DatasetPlugin):
                                   f"size {params.size} needs a folder holding {_file_name(params.flag, params.size)}")
             return
         if not params.root.is_dir():
+            if params.download:
+                return  # created on first use, then downloaded into
             raise ConfigError(f"root: expected an existing folder, got {params.root} (not found)")
         f = params.root / _file_name(params.flag, params.size)
         if not params.download and not f.is_file():
@@ -116,6 +118,8 @@ class MedMNISTDataset(DatasetPlugin):
         import medmnist
 
         path = self.root / _file_name(self.flag, self.size)
+        if self.download:
+            self.root.mkdir(parents=True, exist_ok=True)
         if not self.root.is_dir():
             raise DataError(f"dataset 'medmnist': root {self.root} not found; set data.params.root to the folder "
                             f"holding {path.name}")
