@@ -53,6 +53,7 @@ class EvaluatorConfig(_Section):
     select_by: Literal["val_auc", "val_acc"] = "val_auc"
     num_workers: int = Field(0, ge=0)
     max_batches_per_epoch: int | None = Field(None, ge=1)  # for smoke tests; None = full epochs
+    bn_batches: int | None = Field(32, ge=0)   # training batches for BatchNorm recalibration before validation
 
 
 class RunConfig(_Section):

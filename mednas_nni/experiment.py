@@ -195,7 +195,8 @@ def retrain_finalist(ctx: RunContext, i: int, fin: dict[str, Any], n_finalists: 
         epochs=ev.epochs, batch_size=ev.batch_size, lr=ev.lr, weight_decay=ev.weight_decay,
         milestones=tuple(ev.milestones), gamma=ev.gamma, select_by=ev.select_by, device=ctx.device,
         seed=ctx.cfg.run.seed + i, num_workers=ev.num_workers, max_batches_per_epoch=ev.max_batches_per_epoch,
-        on_epoch=on_epoch, progress=ctx.progress, desc=f"retrain finalist {i + 1}/{n_finalists}")
+        on_epoch=on_epoch, progress=ctx.progress, desc=f"retrain finalist {i + 1}/{n_finalists}",
+        bn_batches=ev.bn_batches)
     atomic_torch_save(out["best_state"], fdir / "model.pt")
     result = {"hash": fin["hash"], "sample": fin["sample"], "chosen_as": fin.get("chosen_as"),
               "best_epoch": out["best_epoch"], "val": out["val"], "history": out["history"],
