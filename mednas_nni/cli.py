@@ -39,12 +39,15 @@ def _headline(rd: Any) -> str:
     if m:
         t, v, b = m["test"], m["val"], m["majority_baseline_test"]
         s = m.get("search", {})
-        lines.append(f"search: {s.get('evaluated')} architectures evaluated ({s.get('failed')} failed) in "
+        pruned = f", {s['pruned']} pruned before training" if s.get("pruned") else ""
+        lines.append(f"search: {s.get('evaluated')} architectures evaluated ({s.get('failed')} failed{pruned}) in "
                      f"{(s.get('seconds') or 0):.0f} s; {len(m['finalists'])} finalist(s) retrained for "
                      f"{m['retrain']['epochs']} epoch(s)")
         lines.append(f"best ({m['dataset']}, finalist {m['best_finalist']}, {m['params']:,} params): "
-                     f"val AUC {v['auc']:.3f} ACC {v['acc']:.3f} | test AUC {t['auc']:.3f} ACC {t['acc']:.3f} "
-                     f"(majority baseline ACC {b['acc']:.3f}, AUC 0.500)")
+                     f"val AUC {v['auc']:.3f} ACC {v['acc']:.3f} | test AUC {t['auc']:.3f} ACC {t['acc']:.3f}"
+                     + (f" bal. ACC {t['balanced_acc']:.3f}" if "balanced_acc" in t else "")
+                     + (f" F0.5 {t['f05']:.3f}" if "f05" in t else "")
+                     + f" (majority baseline ACC {b['acc']:.3f}, AUC 0.500)")
         for f in ("pareto.png", "best_arch.json", "best.pt", "metrics.json"):
             if (rd / f).exists():
                 lines.append(f"  {rd / f}")

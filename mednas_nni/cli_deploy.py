@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Any
 
 __all__ = ["add_parsers", "cmd_export", "cmd_predict"]
+
+_logger = logging.getLogger(__name__)
 
 
 def _kib(n: int) -> str:
@@ -44,9 +47,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         exporter = cls(**params)
     except ValidationError as e:
         err = e.errors()[0]
-        raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg'].replace('Input should be ', 'expected ')}"
-                          f", got {err.get('input')!r}") from None
-    print(f"mednas: exporting {rd.path} -> {out}", file=sys.stderr)
+        flag = str(err["loc"][0]).replace("_", "-")
+        msg = err["msg"].replace("Input should be ", "expected ")
+        raise ConfigError(f"--{flag}: {msg}, got {err.get('input')!r}") from None
     report = exporter.export(rd, out)
     atomic_write_json(rd / "export_report.json", report)
     par = report.get("parity", {})

@@ -450,8 +450,8 @@ class Bundle:
         self.output_name = outs[0].name
         k = len(out["label_names"])
         oshape = list(outs[0].shape)
-        if len(oshape) >= 2 and isinstance(oshape[1], int) and oshape[1] != k and not (
-                self.task == "binary-class" and oshape[1] == 1):
+        one_sigmoid = oshape[1:2] == [1] and out["activation"] == "sigmoid" and k == 2  # background/foreground
+        if len(oshape) >= 2 and isinstance(oshape[1], int) and oshape[1] != k and not one_sigmoid:
             raise DataError(f"{f}: output.label_names has {k} names but {self.model_file.name} gives {oshape[1]} "
                             f"outputs (shape {oshape}); expected the same number")
 
@@ -562,10 +562,7 @@ def predict_files(bundle: Bundle, inputs: list[str | os.PathLike], out: str | os
     images: list[InputImage] = []
     for p in inputs:
         images.extend(read_images(p))
-    if bundle.task != "segmentation":
-        for im in images:  # fail on a bad image before running anything
-            bundle.preprocess(InputImage(im.source, im.index, im.pixels, []))
-    records = bundle.predict_images(images)
+    records = bundle.predict_images(images)  # preprocesses every image before running the model
     if bundle.task == "segmentation":
         from io import BytesIO
 

@@ -51,7 +51,7 @@ from torch import nn
 from mednas_nni.plugins import PluginParams
 
 __all__ = ["GeNASCNNParams", "GeNASCNNSpace", "GeNASCNN", "layer_labels", "arch_labels", "spatial_sizes",
-           "describe_arch", "POOL_TYPES"]
+           "canonicalize", "make_label_values", "describe_arch", "POOL_TYPES"]
 
 _logger = logging.getLogger(__name__)
 
@@ -127,6 +127,38 @@ def arch_labels(max_depth: int) -> List[str]:
     for i in range(max_depth):
         out += layer_labels(i)
     return out + ["head/dropout"]
+
+
+def make_label_values(max_depth: int, min_depth: int, filters: Sequence[int], kernels: Sequence[int],
+                      strides: Sequence[int], pools: Sequence[str], dropouts: Sequence[float]) -> Dict[str, List[Any]]:
+    """``{label: values}`` of a space, in ``simplify()`` order."""
+    out: Dict[str, List[Any]] = {"depth": list(range(min_depth, max_depth + 1))}
+    for i in range(max_depth):
+        for label, values in zip(layer_labels(i), (filters, kernels, strides, pools)):
+            out[label] = list(values)
+    out["head/dropout"] = [float(v) for v in dropouts]
+    return out
+
+
+def _match(values: List[Any], x: Any) -> Any:
+    # JSON round trips through NNI's manager (JavaScript) turn 0.0 into 0: map a value back to the space's own
+    # object so that equal architectures always serialise (and hash) the same way.
+    for v in values:
+        if v == x and not isinstance(v, bool):
+            return v
+    return x
+
+
+def canonicalize(sample: Dict[str, Any], label_values: Dict[str, List[Any]]) -> Dict[str, Any]:
+    """The canonical form of an architecture dict (see :meth:`GeNASCNNSpace.canonicalize`)."""
+    depth = int(sample["depth"])
+    out: Dict[str, Any] = {}
+    for label, values in label_values.items():
+        if label.startswith("layer") and int(label[5:label.index("/")]) >= depth:
+            out[label] = values[0]
+        else:
+            out[label] = _match(values, sample[label])
+    return out
 
 
 def _layers(sample: Dict[str, Any]) -> List[Tuple[int, int, int, str]]:
@@ -221,7 +253,8 @@ class GeNASCNN(nn.Module):
         if missing:
             raise ValueError(f"architecture dict: missing label(s) {', '.join(missing[:4])}")
         self.in_channels, self.num_classes, self.padding = in_channels, num_classes, padding
-        self.arch: Dict[str, Any] = {k: sample[k] for k in labels}
+        values = make_label_values(max_depth, min_depth, filters, kernels, strides, pools, dropouts)
+        self.arch: Dict[str, Any] = canonicalize(sample, values)
         _build_network(self, self.arch, in_channels, num_classes, padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -249,11 +282,7 @@ class GeNASCNNSpace(ModelSpace):
                     padding)
         self.in_channels, self.num_classes, self.padding = in_channels, num_classes, padding
         self.max_depth, self.min_depth = max_depth, min_depth
-        self.label_values: Dict[str, List[Any]] = {"depth": list(range(min_depth, max_depth + 1))}
-        for i in range(max_depth):
-            for label, values in zip(layer_labels(i), (filters, kernels, strides, pools)):
-                self.label_values[label] = [type(v)(v) for v in values]
-        self.label_values["head/dropout"] = [float(v) for v in dropouts]
+        self.label_values = make_label_values(max_depth, min_depth, filters, kernels, strides, pools, dropouts)
         for label, values in self.label_values.items():
             scope, _, base = label.rpartition("/")
             if scope:
@@ -286,16 +315,10 @@ class GeNASCNNSpace(ModelSpace):
     def canonicalize(self, sample: Dict[str, Any]) -> Dict[str, Any]:
         """The same architecture with every inactive gene (layer ``>= depth``) set to its first value.
 
-        Two samples give the same network exactly when their canonical forms are equal. Unknown keys are dropped.
+        Two samples give the same network exactly when their canonical forms are equal. Unknown keys are dropped,
+        and values are mapped to the space's own objects (``0`` -> ``0.0`` for a float gene).
         """
-        depth = int(sample["depth"])
-        out: Dict[str, Any] = {}
-        for label, values in self.label_values.items():
-            if label.startswith("layer") and int(label[5:label.index("/")]) >= depth:
-                out[label] = values[0]
-            else:
-                out[label] = sample[label]
-        return out
+        return canonicalize(sample, self.label_values)
 
     def spatial_sizes(self, sample: Dict[str, Any], input_size: int) -> List[int]:
         """Feature-map size after each active layer (see :func:`spatial_sizes`); stops at the first ``<= 0``."""

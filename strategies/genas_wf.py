@@ -70,6 +70,7 @@ __all__ = ["GeNASWF", "GeNASWFParams", "patch_nni_resume_hang", "stop_nni_experi
 _logger = logging.getLogger(__name__)
 
 _STATE_VERSION = 1
+_TERMINAL = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
 
 
 class GeNASWFParams(PluginParams):
@@ -232,47 +233,74 @@ def patch_nni_resume_hang() -> None:
     _PATCHED = True
 
 
-def _manifest(exp_id: str) -> dict[str, Any] | None:
-    from nni.tools.nnictl.config_utils import Experiments
+def _manifest(exp_id: str, manifest: Path | None = None) -> dict[str, Any] | None:
+    if manifest is not None:
+        try:
+            info = json.loads(Path(manifest).read_text()).get(exp_id)
+        except (OSError, json.JSONDecodeError):
+            return None
+    else:
+        from nni.tools.nnictl.config_utils import Experiments
 
-    info = Experiments().get_all_experiments().get(exp_id)
+        info = Experiments().get_all_experiments().get(exp_id)
     return info if isinstance(info, dict) else None
 
 
-def stop_nni_experiment(exp_id: str, timeout: float = 30.0) -> bool:
-    """Stop the NNI manager of experiment ``exp_id`` if it is still running (e.g. orphaned by a killed driver).
+def _experiment_processes(exp_id: str, manager_pid: int | None) -> list[Any]:
+    """The NNI manager of ``exp_id`` (its command line names the id) and its trials (``NNI_EXP_ID`` = the id)."""
+    import psutil
 
-    Only the process recorded for exactly this id in NNI's manifest (``~/nni-experiments/.experiment``) is
-    signalled, and only if its command line names this experiment id (the same as ``nnictl stop ID``; never
-    ``--all``). Returns True if a manager was stopped.
+    me = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    out = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.pid in me:
+            continue
+        try:
+            if proc.pid == manager_pid and exp_id in " ".join(proc.info["cmdline"] or []):
+                out.insert(0, proc)
+            elif proc.environ().get("NNI_EXP_ID") == exp_id:
+                out.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return out
+
+
+def stop_nni_experiment(exp_id: str, timeout: float = 30.0, manifest: Path | None = None) -> bool:
+    """Stop what is left of NNI experiment ``exp_id`` (e.g. after its driver was killed): manager, then trials.
+
+    Only processes of exactly this experiment are signalled: the manager recorded for this id in NNI's manifest
+    (``~/nni-experiments/.experiment``, or ``manifest``) whose command line names the id, and trial processes whose
+    ``NNI_EXP_ID`` is the id (a killed driver's manager keeps running its trials; cancelling them keeps a late
+    result of an orphaned trial from landing in the database after the resumed search re-submitted it). This is
+    ``nnictl stop ID`` plus the trials; never ``--all``. Returns True if anything was stopped.
     """
     import psutil
 
-    info = _manifest(exp_id)
+    info = _manifest(exp_id, manifest)
     if info is None:
         return False
-    pid = info.get("pid")
-    stopped = False
-    if pid:
+    procs = _experiment_processes(exp_id, info.get("pid"))
+    for proc in procs:
+        _logger.warning("stopping %s of NNI experiment %s (pid %d)",
+                        "the orphaned manager" if proc.pid == info.get("pid") else "an orphaned trial", exp_id,
+                        proc.pid)
         try:
-            proc = psutil.Process(int(pid))
-            if exp_id in " ".join(proc.cmdline()):
-                _logger.warning("stopping the orphaned NNI manager of experiment %s (pid %s)", exp_id, pid)
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except psutil.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
-                stopped = True
-        except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
             pass
-    if info.get("status") != "STOPPED":
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+    if manifest is None and info.get("status") != "STOPPED":
         from nni.tools.nnictl.config_utils import Experiments
 
         Experiments().update_experiment(exp_id, "status", "STOPPED")
         Experiments().update_experiment(exp_id, "endTime", int(time.time() * 1000))
-    return stopped
+    return bool(procs)
 
 
 def _user_space(model_space: Any) -> Any:
@@ -299,7 +327,36 @@ def _restore_rng(state: list[Any]) -> random.Random:
 
 # ---------------------------------------------------------------------------------------------------- strategy
 class GeNASWF(Strategy, SearchDriver):
-    """GeNAS-WF genetic search (tournament, elitism, layer-list crossover, hash cache) as an NNI strategy."""
+    """GeNAS-WF genetic search (tournament, elitism, layer-list crossover, hash cache) as an NNI strategy.
+
+    Miahi et al., arXiv:1909.09432; the operators and constants are our reading (see the module doc).
+
+    Args:
+        population_size: individuals per generation.
+        generations: generations (the first one is random).
+        tournament_size: individuals drawn per tournament (at most ``population_size``).
+        elitism: best individuals copied unchanged into the next generation (cache hits).
+        crossover_prob: probability of one-point layer-list crossover for a pair of parents.
+        mutation_prob: per-gene probability of redrawing a gene.
+        epochs_per_trial: training epochs of one individual (one NNI trial).
+        fitness: name in :data:`mednas_nni.evaluators.fitness.FITNESS` (``genas_wf``: GeNAS-WF of the val
+            balanced-accuracy curve); ``fitness_params`` are its keyword arguments.
+        seed: seed of the GA's random choices and of the trials' training (None: ``run.seed``).
+        top_k: finalists handed to the core for retraining.
+        max_trials: trainings in all, failed ones included (None: ``population_size * generations``).
+        batch_size, lr, weight_decay, augment, max_batches_per_epoch, torch_threads: training of one trial.
+        input_size: image size for the validity check (None: the data set's).
+        engine: ``local`` (NasExperiment on NNI's local training service, web UI) or ``sequential`` (in-process).
+        trial_concurrency, trial_gpu_number, use_active_gpu, port, max_trial_number: passed to NNI's experiment
+            config (``max_trial_number`` None: ``max_trials + population_size``, slack for cancelled trials).
+
+    Example::
+
+        strategy = GeNASWF(population_size=8, generations=4, input_size=64, engine="sequential", seed=0)
+        strategy(SimplifiedModelSpace.from_model(GeNASCNNSpace(), FunctionalEvaluator(genas_trial, ...)),
+                 SequentialExecutionEngine(continue_on_failure=True))
+        strategy.finalists()
+    """
 
     name = "genas_wf"
     Params = GeNASWFParams
@@ -359,8 +416,12 @@ class GeNASWF(Strategy, SearchDriver):
 
     # ------------------------------------------------------------------ chromosome helpers
     def canonical(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """The space's canonical form; for a space without ``canonicalize``, values mapped to the space's objects
+        (a JSON round trip through NNI's manager turns ``0.0`` into ``0``)."""
         canon = getattr(self._space, "canonicalize", None)
-        return canon(sample) if canon is not None else dict(sample)
+        if canon is not None:
+            return canon(sample)
+        return {k: next((v for v in self._labels.get(k, []) if v == x), x) for k, x in sample.items()}
 
     def hash(self, sample: dict[str, Any]) -> str:
         """Canonical architecture hash (genes beyond ``depth`` ignored)."""
@@ -440,24 +501,74 @@ class GeNASWF(Strategy, SearchDriver):
                     self.progress.set_postfix(gen=self.generation, best=f"{best['fitness']:.4f}",
                                               hits=self.cache_hits)
 
+    def _engine_trials(self) -> list[tuple[dict[str, Any], str, Any]]:
+        """``(sample, 'running' | 'trained' | 'failed', final metric)`` of every model the engine knows.
+
+        With NNI's training service this reads the manager's trial list directly: a trial NNI re-ran on resume
+        carries two parameter records (``parameter_source: resumed``), and ``engine.list_models()`` skips such
+        trials ("unexpected number of parameters").
+        """
+        binding = getattr(self.engine, "nodejs_binding", None)
+        out: list[tuple[dict[str, Any], str, Any]] = []
+        if binding is None or not hasattr(binding, "list_trial_jobs"):
+            for m in self.engine.list_models():
+                state = ("running" if m.status == ModelStatus.Training else
+                         "trained" if m.status == ModelStatus.Trained else "failed")
+                if m.sample is not None:
+                    out.append((m.sample, state, m.metric))
+            return out
+        for trial in binding.list_trial_jobs():
+            if not trial.hyperParameters:
+                continue
+            params = trial.hyperParameters[-1].parameters
+            sample = params.get("sample") if isinstance(params, dict) else getattr(params, "sample", None)
+            if not isinstance(sample, dict):
+                continue
+            # NOTE: a trial NNI re-runs on resume shows status ADD_RESUMED first (NNI's own engine counts that as
+            # Failed); only the terminal states below are final.
+            state = ("trained" if trial.status == "SUCCEEDED" else
+                     "failed" if trial.status in _TERMINAL else "running")
+            _logger.debug("NNI trial %s: %s (%d parameter records)", trial.trialJobId, trial.status,
+                          len(trial.hyperParameters))
+            out.append((sample, state, trial.finalMetricData[-1].data if trial.finalMetricData else None))
+        return out
+
+    def _wait_for_resumed_trials(self, timeout: float = 3600.0) -> None:
+        """Wait for trials NNI itself re-runs on resume (those running when the driver died: ``ADD_RESUMED``).
+
+        Their results land in NNI's database, not in our callbacks; waiting and then re-seeding the cache from the
+        database keeps the GA from training the same architecture a second time in parallel.
+        """
+        t0, told = time.time(), False
+        while time.time() - t0 < timeout:
+            running = [s for s, state, _ in self._engine_trials() if state == "running"]
+            if not running:
+                return
+            if not told:
+                _logger.info("waiting for %d trial(s) that NNI resumed from the interrupted session", len(running))
+                told = True
+            time.sleep(2.0)
+        _logger.warning("NNI's resumed trials did not finish within %.0f s; going on without them", timeout)
+
     def _reseed_from_engine(self) -> None:
-        """Add every model NNI already trained (its database survives a killed driver) to the cache."""
+        """Add every architecture NNI already trained (its database survives a killed driver) to the cache."""
+        self._wait_for_resumed_trials()
         n = 0
-        for m in self.engine.list_models():
-            if m.sample is None or m.status != ModelStatus.Trained or not _finite(m.metric):
+        for sample, state, metric in self._engine_trials():
+            h = self.hash(sample)
+            if state != "trained" or (h in self.cache and self.cache[h]["status"] == "trained"):
                 continue
-            h = self.hash(m.sample)
-            if h in self.cache:
+            raw = metric if isinstance(metric, dict) else {"default": metric}
+            if not _finite(raw.get("default")):
                 continue
-            curve = [float(x["default"]) if isinstance(x, dict) else float(x) for x in m.metrics.intermediates]
-            self.cache[h] = {"hash": h, "sample": self.canonical(m.sample), "status": "trained",
-                             "fitness": float(m.metric), "generation": self.generation, "metrics": {},
-                             "history": None, "val_balanced_acc_curve": curve, "source": "nni-db"}
-            if self.on_record is not None:
-                self.on_record(self.cache[h])
+            rec = {"hash": h, "sample": self.canonical(sample), "status": "trained", "fitness": float(raw["default"]),
+                   "generation": self.generation, "source": "nni-db",
+                   "metrics": {k: v for k, v in raw.items() if k not in ("default", "history")},
+                   "history": raw.get("history")}
+            self._record(rec)
             n += 1
         if n:
-            _logger.info("re-seeded %d trained architectures from NNI's trial database", n)
+            _logger.info("re-seeded %d trained architecture(s) from NNI's trial database", n)
 
     # ------------------------------------------------------------------ GA
     def trials_used(self) -> int:

@@ -61,13 +61,17 @@ def predict_scores(model: nn.Module, loader: DataLoader, task: str, device: str 
 
 
 def classification_metrics(y_true: np.ndarray, y_score: np.ndarray, task: str) -> dict[str, float]:
-    """MedMNIST ACC and AUC (official ``medmnist.evaluator`` definitions) plus balanced accuracy."""
+    """MedMNIST ACC and AUC (official ``medmnist.evaluator`` definitions) plus balanced accuracy, and for
+    binary tasks F0.5 with label 1 as the positive class (MHSMA: abnormal)."""
     from medmnist.evaluator import getACC, getAUC
-    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.metrics import balanced_accuracy_score, fbeta_score
 
     out = {"acc": float(getACC(y_true, y_score, task)), "auc": float(getAUC(y_true, y_score, task))}
     if not _is_multilabel(task):
-        out["balanced_acc"] = float(balanced_accuracy_score(y_true.reshape(-1), y_score.argmax(1)))
+        pred = y_score.argmax(1)
+        out["balanced_acc"] = float(balanced_accuracy_score(y_true.reshape(-1), pred))
+        if task == "binary-class":
+            out["f05"] = float(fbeta_score(y_true.reshape(-1), pred, beta=0.5, pos_label=1, zero_division=0.0))
     return out
 
 

@@ -21,7 +21,7 @@ at ``b`` scores ``b``. Proof: split the weights into the lucky epoch (``q = w_j`
 ``mu <= b - delta``); the weighted variance is at least ``q (1 - q) (x - mu)^2``, so
 ``WF <= mu + (x - mu)(q - lambda sqrt(q (1 - q))) <= mu``. With linear weights ``w_max = 2 / (E + 1) <= 1/2`` for
 ``E >= 3`` epochs, so ``lambda = 1`` suffices; ``E = 2`` needs ``lambda >= sqrt(2)``, and one epoch is no curve
-(WF = s_1). ``tests/genas/test_fitness.py`` checks this property with hypothesis.
+(WF = s_1). ``tests/genas/test_genas_fitness.py`` checks this property with hypothesis.
 
 The functions are swappable: :data:`FITNESS` maps a name to a function ``fn(history, **params) -> float`` where
 ``history`` is the list of per-epoch metric dicts a GeNAS trial reports (keys ``val_balanced_acc``, ``val_f05``,

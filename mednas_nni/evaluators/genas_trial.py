@@ -134,7 +134,7 @@ def train_curve(model: nn.Module, data: dict[str, Any], *, epochs: int, batch_si
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}")
             loss.backward()
             opt.step()
-            total += float(loss) * len(x)
+            total += loss.item() * len(x)
             n += len(x)
         val = binary_metrics(y_val.numpy(), _predict(model, x_val, device))
         rec = {"epoch": epoch, "train_loss": total / max(n, 1), **{f"val_{k}": v for k, v in val.items()},

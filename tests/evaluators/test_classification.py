@@ -55,6 +55,7 @@ def test_metrics_follow_medmnist_definitions():
     assert m["auc"] == pytest.approx(0.75)          # ROC-AUC of the last column
     assert m["acc"] == pytest.approx(0.5)           # threshold 0.5 on the last column
     assert m["balanced_acc"] == pytest.approx(0.5)
+    assert m["f05"] == pytest.approx(0.5)          # precision 1/2, recall 1/2 for label 1
     y3 = np.array([[0], [1], [2], [2]])
     s3 = np.eye(3)[[0, 1, 2, 1]]
     assert classification_metrics(y3, s3, "multi-class")["acc"] == pytest.approx(0.75)

@@ -1,0 +1,207 @@
+"""ONNX export: parity on every registered search space, the bundle of a real run, int8, atomicity."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from mednas_nni.errors import ConfigError, ExportError
+from mednas_nni.registry import get_plugin, list_plugins
+
+from deploy_fixtures import exported, tiny_run  # noqa: F401 - pytest fixtures
+
+SPACES = [i.name for i in list_plugins("search_spaces", load=False)]
+
+
+def _random_sample(space, seed: int, input_size: int = 28) -> dict:
+    """A seeded random architecture from ``space.simplify()`` (Categorical: uniform over its values).
+
+    Spaces that can describe an architecture too deep for the input (``is_valid(sample, input_size)``) are
+    redrawn until the sample fits, as their strategies prune such samples before training.
+    """
+    from nni.mutable import Categorical
+
+    rng = np.random.default_rng(seed)
+    for _ in range(200):
+        sample = {}
+        for label, mutable in space.simplify().items():
+            if isinstance(mutable, Categorical):
+                sample[label] = mutable.values[int(rng.integers(len(mutable.values)))]
+            else:  # any other mutable type: NNI's own seeded random draw
+                sample.update(mutable.random(random_state=np.random.RandomState(int(rng.integers(2**31)))))
+        if not hasattr(space, "is_valid") or space.is_valid(sample, input_size):
+            return sample
+    raise AssertionError(f"{type(space).__name__}: no valid {input_size}x{input_size} sample in 200 draws")
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+@pytest.mark.parametrize("in_channels,num_classes,seed", [(1, 2, 0), (3, 5, 1)])
+def test_every_space_exports_with_ort_parity(space_name, in_channels, num_classes, seed, tmp_path):
+    import torch
+
+    from mednas_nni.exporters.onnx import export_onnx, onnx_parity
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        space = get_plugin("search_spaces", space_name)(in_channels=in_channels, num_classes=num_classes)
+        torch.manual_seed(seed)
+        model = space.freeze(_random_sample(space, seed)).eval()
+        path = export_onnx(model, tmp_path / "m.onnx", (in_channels, 28, 28), opset=17)
+    # batch 3 differs from the export batch (2): the batch axis must be dynamic
+    x = np.random.default_rng(seed).standard_normal((3, in_channels, 28, 28)).astype(np.float32)
+    diff, ref, got = onnx_parity(path, model, x)
+    assert got.shape == (3, num_classes)
+    assert diff <= 1e-4, f"{space_name}: max |Δ| {diff}"
+    import onnx
+
+    m = onnx.load(str(path))
+    assert [i.name for i in m.graph.input] == ["image"] and [o.name for o in m.graph.output] == ["logits"]
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_bundle_of_a_real_run(exported, tiny_run):
+    out, report = exported
+    names = {p.name for p in out.iterdir()}
+    assert names == {"model.onnx", "model.int8.onnx", "preprocessing.json", "model_card.md", "parity.json"}
+    parity = json.loads((out / "parity.json").read_text())
+    assert parity["passed"] and parity["max_abs_diff_logits"] <= 1e-4 and parity["max_abs_diff_end_to_end"] <= 1e-4
+    assert parity["images"] == 156  # the whole BreastMNIST test split
+    assert set(parity["metrics"]["pytorch"]) >= {"acc", "auc"}
+    assert parity["metrics"]["pytorch"]["acc"] == pytest.approx(parity["metrics"]["onnxruntime_fp32"]["acc"])
+    # metrics.json of the run was computed by the evaluator on the same test split
+    run_test = json.loads((tiny_run / "metrics.json").read_text())["test"]
+    assert parity["metrics"]["pytorch"]["auc"] == pytest.approx(run_test["auc"], abs=1e-6)
+    prep = json.loads((out / "preprocessing.json").read_text())
+    assert prep["input"] == {"name": "image", "layout": "NCHW", "dtype": "float32", "channels": 1, "height": 28,
+                             "width": 28, "color": "gray", "batch": "dynamic"}
+    assert prep["intensity"]["scale"] == pytest.approx(1 / 255) and prep["intensity"]["mean"] == [0.5]
+    assert prep["output"]["activation"] == "softmax" and prep["output"]["label_names"] == ["malignant",
+                                                                                           "normal, benign"]
+    assert prep["task"] == "binary-class" and prep["dataset"] == "breastmnist_28"
+    card = (out / "model_card.md").read_text()
+    for needle in ("not a medical device", "CC BY 4.0", "majority baseline", "zc_nsga2", "Parameters:",
+                   "FLOPs per image", "onnxruntime batch 1", "block0", "Grad-CAM", "train 546"):
+        assert needle in card, needle
+    assert report["flops"] > 0 and report["params_count"] > 0
+    # Grad-CAM PNGs of each class in RUN_DIR/gradcam
+    gradcam = json.loads((tiny_run / "gradcam" / "index.json").read_text())
+    assert len(gradcam["files"]) == 2 and all((tiny_run / "gradcam" / f["file"]).stat().st_size > 1000
+                                               for f in gradcam["files"])
+    assert gradcam["layer"] == report["gradcam"]["layer"]
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp folder left
+
+
+def test_int8_drop_is_written(exported):
+    out, _ = exported
+    i8 = json.loads((out / "parity.json").read_text())["int8"]
+    assert set(i8["drop_points_vs_pytorch"]) == {"acc", "auc"} and np.isfinite(i8["max_abs_diff_logits"])
+    assert i8["metrics"]["acc"] >= 0 and "int8" in (out / "model_card.md").read_text()
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_int8_of_a_default_size_model_is_smaller_and_close(tmp_path):
+    """The default space size (3 blocks x 5 nodes x 16 channels). (The tiny test run's 8-channel model is mostly
+    graph structure, so QDQ nodes make its int8 file larger; real models shrink about 2x.)"""
+    import torch
+
+    from mednas_nni.data.medmnist import MedMNISTDataset
+    from mednas_nni.exporters._quant import quantize_int8
+    from mednas_nni.exporters.onnx import _stack_split, export_onnx, onnx_parity, ort_session
+
+    ds = MedMNISTDataset()  # bundled BreastMNIST 28x28
+    calib, _, _ = _stack_split(ds, "train", limit=32)
+    x, _, _ = _stack_split(ds, "test", limit=64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        space = get_plugin("search_spaces", "mstf_cell")(in_channels=1, num_classes=2)
+        torch.manual_seed(0)
+        model = space.freeze(_random_sample(space, 3)).eval()
+        fp32 = export_onnx(model, tmp_path / "m.onnx", (1, 28, 28))
+    settings = quantize_int8(fp32, tmp_path / "m.int8.onnx", calib)
+    assert settings["format"] == "QDQ"
+    assert (tmp_path / "m.int8.onnx").stat().st_size < 0.7 * fp32.stat().st_size
+    _, ref, _ = onnx_parity(fp32, model, x)
+    got = ort_session(tmp_path / "m.int8.onnx").run(None, {"image": x})[0]
+    assert np.isfinite(got).all()
+    # int8 noise is small relative to the spread of the logits
+    assert np.abs(got - ref).max() < 0.2 * (np.abs(ref).max() + 1e-3)
+
+
+def test_parity_failure_writes_nothing(tiny_run, tmp_path, monkeypatch, capsys):
+    """An exporter bug (the ONNX graph computes something else) must fail the export with one line."""
+    import copy
+
+    import torch
+
+    import mednas_nni.exporters.onnx as mod
+
+    real = mod.export_onnx
+
+    def buggy(model, path, input_shape, opset=17):
+        wrong = copy.deepcopy(model)
+        with torch.no_grad():
+            next(wrong.parameters()).add_(0.5)
+        return real(wrong, path, input_shape, opset)
+
+    monkeypatch.setattr(mod, "export_onnx", buggy)
+    out = tmp_path / "b"
+    with pytest.raises(ExportError, match=r"onnx parity failed for .*model.onnx: max \|Δ\| .* > atol 0.0001"
+                       ) as err:
+        mod.ONNXExporter(gradcam_per_class=1, latency_runs=2).export(tiny_run, out)
+    assert "\n" not in str(err.value)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert not [p for p in tiny_run.iterdir() if p.name.startswith(".gradcam")]
+    # the same through the CLI: one line on stderr, exit code 1 (a runtime failure), nothing written
+    from mednas_nni.cli import main
+
+    capsys.readouterr()
+    rc = main(["export", str(tiny_run), "--out", str(out), "--gradcam-per-class", "0", "--latency-runs", "2"])
+    captured = capsys.readouterr()
+    assert rc == 1 and captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith("mednas: onnx parity failed for ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reexport_replaces_a_bundle_but_not_a_foreign_folder(tiny_run, tmp_path):
+    from mednas_nni.exporters.onnx import ONNXExporter
+
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    exporter = ONNXExporter(gradcam_per_class=0, latency_runs=2)
+    with pytest.raises(ExportError, match="exists and is not a bundle"):
+        exporter.export(tiny_run, out)
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exporter.export(tiny_run, out)
+        (out / "marker").write_text("from the first export")
+        report = exporter.export(tiny_run, out)  # an earlier bundle is replaced as a whole
+    assert not (out / "marker").exists() and (out / "model.onnx").is_file()
+    assert "model.int8.onnx" not in report["files"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_export_section_of_a_config_is_validated_and_runs(tiny_run, tmp_path):
+    """What ``run_search`` does for ``export: {name: onnx, params: ...}`` (experiment.py)."""
+    from mednas_nni.config import load_config
+    from mednas_nni.io import RunDir
+
+    cfg = load_config(None, ["export.name=onnx", "export.params.latency_runs=2", "export.params.gradcam_per_class=0"])
+    assert cfg.export.params["opset"] == 17 and cfg.export.params["atol"] == 1e-4
+    with pytest.raises(ConfigError, match=r"export\.params\.opst: unknown key; did you mean 'opset'"):
+        load_config(None, ["export.name=onnx", "export.params.opst=17"])
+    with pytest.raises(ConfigError, match=r"export\.params\.atol"):
+        load_config(None, ["export.name=onnx", "export.params.atol=-1"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = get_plugin("exporters", cfg.export.name)(**cfg.export.params).export(RunDir(tiny_run),
+                                                                                      tmp_path / "export")
+    json.dumps(report)  # JSON-able
+    assert report["parity"]["passed"] and (tmp_path / "export" / "model.onnx").is_file()

@@ -1,0 +1,146 @@
+"""The ``genas_cnn`` space: labels, Categorical-only, canonical hash, pruning exactly the broken chromosomes, ONNX."""
+from __future__ import annotations
+
+import io
+import random
+import warnings
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nni.mutable import Categorical, Mutable, SampleValidationError
+from nni.nas.space import SimplifiedModelSpace
+from pydantic import ValidationError
+
+from _genas_helpers import one_torch_thread  # noqa: F401 (autouse fixture)
+from mednas_nni.search_spaces.genas_cnn import (GeNASCNN, GeNASCNNParams, GeNASCNNSpace, arch_labels,
+                                                spatial_sizes)
+from mednas_nni.strategies._utils import arch_hash, categorical_space
+
+SPACE = GeNASCNNSpace(max_depth=5, filters=[2, 4], kernels=[1, 3, 5, 7], strides=[1, 2, 3], pools=["none", "max", "avg"],
+                      dropouts=[0.0, 0.5])
+SAME = GeNASCNNSpace(max_depth=5, filters=[2, 4], kernels=[1, 3, 5], strides=[1, 2, 3], pools=["none", "max"],
+                     padding="same")
+
+
+def _chromosome(space: GeNASCNNSpace):
+    """Any sample of the space, inactive genes included (hypothesis strategy)."""
+    return st.fixed_dictionaries({k: st.sampled_from(v) for k, v in space.label_values.items()})
+
+
+def test_labels_and_only_categorical() -> None:
+    simple = SPACE.simplify()
+    assert list(simple) == arch_labels(5) == SPACE.labels()
+    assert list(simple)[:5] == ["depth", "layer0/filters", "layer0/kernel", "layer0/stride", "layer0/pool"]
+    assert all(isinstance(m, Categorical) for m in simple.values())
+    vals = categorical_space(SPACE)          # the strategies' contract: raises on any non-Categorical
+    assert vals["depth"] == [2, 3, 4, 5] and vals["layer4/pool"] == ["none", "max", "avg"]
+    assert vals["head/dropout"] == [0.0, 0.5]
+
+
+def test_frozen_model_is_plain_module_and_onnx_exportable() -> None:
+    sample = {**{k: v[0] for k, v in SPACE.label_values.items()}, "depth": 3, "layer1/stride": 2,
+              "layer1/pool": "max", "layer0/kernel": 5, "head/dropout": 0.5}
+    model = SPACE.freeze(sample)
+    assert isinstance(model, GeNASCNN) and not isinstance(model, Mutable)
+    assert not any(isinstance(m, Mutable) for m in model.modules())
+    assert len(model.features) == 3
+    model.eval()
+    x = torch.randn(2, 1, 32, 32)
+    assert model(x).shape == (2, 2)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=17, input_names=["image"],
+                          output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    xb = torch.randn(3, 1, 32, 32)
+    out = sess.run(None, {"image": xb.numpy()})[0]
+    assert abs(out - model(xb).detach().numpy()).max() < 1e-4
+
+
+def test_simplified_format_rebuilds_the_frozen_network() -> None:
+    sample = SPACE.random_sample(random.Random(3))
+    model = SimplifiedModelSpace.from_model(SPACE, None).freeze(sample).executable_model()
+    assert isinstance(model, GeNASCNN) and model.arch == SPACE.canonicalize(sample)
+
+
+def test_bad_sample_and_params_are_rejected() -> None:
+    sample = SPACE.random_sample(random.Random(0))
+    with pytest.raises(SampleValidationError):
+        SPACE.freeze({**sample, "layer0/kernel": 9})
+    with pytest.raises(ValidationError, match="min_depth <= max_depth"):
+        GeNASCNNParams(min_depth=5, max_depth=3)
+    with pytest.raises(ValidationError, match="odd kernels"):
+        GeNASCNNParams(padding="same", kernels=[2, 3])
+    with pytest.raises(ValidationError, match="distinct values among"):
+        GeNASCNNParams(pools=["none", "mean"])
+    with pytest.raises(ValueError, match="min_depth <= max_depth"):
+        GeNASCNNSpace(min_depth=4, max_depth=2)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(a=_chromosome(SPACE), noise=st.randoms(use_true_random=False))
+def test_hash_is_canonical(a, noise) -> None:
+    """Equal networks, equal hash: genes of layers beyond depth never matter; any active gene does."""
+    b = dict(a)
+    for k, v in SPACE.label_values.items():                  # scramble every inactive gene
+        if k.startswith("layer") and int(k[5:k.index("/")]) >= a["depth"]:
+            b[k] = noise.choice(v)
+    ca, cb = SPACE.canonicalize(a), SPACE.canonicalize(b)
+    assert ca == cb and arch_hash(ca) == arch_hash(cb)
+    assert arch_hash(SPACE.canonicalize(dict(reversed(list(b.items()))))) == arch_hash(ca)   # key order
+    assert SPACE.freeze(a).arch == ca == SPACE.canonicalize(ca)                            # idempotent
+    c = dict(a)
+    c["layer0/filters"] = 4 if a["layer0/filters"] == 2 else 2                              # an active gene
+    assert arch_hash(SPACE.canonicalize(c)) != arch_hash(ca)
+
+
+def test_json_round_trip_keeps_the_hash() -> None:
+    """NNI's manager (JavaScript) turns 0.0 into 0; canonicalisation maps it back."""
+    a = {**SPACE.random_sample(random.Random(1)), "head/dropout": 0.0}
+    b = {**a, "head/dropout": 0}
+    assert arch_hash(SPACE.canonicalize(a)) == arch_hash(SPACE.canonicalize(b))
+    assert isinstance(SPACE.canonicalize(b)["head/dropout"], float)
+
+
+def _forward_fails(space: GeNASCNNSpace, sample: dict, size: int) -> bool:
+    model = space.freeze(sample).eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, 1, size, size))
+        return False
+    except RuntimeError:
+        return True
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(a=_chromosome(SPACE), size=st.integers(1, 40))
+def test_pruning_catches_every_invalid_architecture(a, size) -> None:
+    """is_valid is False <=> a spatial size <= 0 <=> the frozen model's forward pass fails."""
+    sizes = SPACE.spatial_sizes(a, size)
+    some_nonpositive = any(h <= 0 for h in sizes)
+    assert SPACE.is_valid(a, size) == (not some_nonpositive)
+    assert len(sizes) == a["depth"] or some_nonpositive
+    assert SPACE.is_valid(a, size) == (not _forward_fails(SPACE, a, size))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(a=_chromosome(SAME), size=st.integers(2, 40))
+def test_same_padding_only_pooling_can_break(a, size) -> None:
+    assert SAME.is_valid(a, size) == (not _forward_fails(SAME, a, size))
+
+
+def test_spatial_sizes_example_and_describe() -> None:
+    s = {**{k: v[0] for k, v in SPACE.label_values.items()}, "depth": 3, "layer0/kernel": 5, "layer0/pool": "max",
+         "layer1/kernel": 3, "layer1/stride": 2, "layer2/kernel": 7}
+    # 64 -> conv5 60 -> pool 30 -> conv3/2 14 -> conv7 8
+    assert spatial_sizes(s, 64) == [30, 14, 8]
+    assert SPACE.is_valid(s, 64) and not SPACE.is_valid(s, 16)        # 16 -> 6 -> 2 -> conv7: -4
+    assert SPACE.spatial_sizes(s, 16) == [6, 2, -4]
+    text = SPACE.describe(s)
+    assert "layer0: conv 5x5 /1 -> 2, max-pool 2x2" in text and "layer3" not in text
+    assert SPACE.size() == 2 * sum((2 * 4 * 3 * 3) ** d for d in (2, 3, 4, 5))
