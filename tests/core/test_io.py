@@ -23,6 +23,19 @@ def test_atomic_write_keeps_old_content_when_writing_fails(tmp_path):
     assert [f.name for f in tmp_path.iterdir()] == ["m.json"]   # no temp file left behind
 
 
+def test_atomic_files_get_the_usual_mode(tmp_path):
+    import os
+    import stat
+
+    from mednas_nni import io
+
+    p = atomic_write_text(tmp_path / "a.txt", "x")
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~io._UMASK
+    plain = tmp_path / "b.txt"
+    plain.write_text("x")
+    assert stat.S_IMODE(p.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+
+
 def test_json_has_no_nan(tmp_path):
     atomic_write_json(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf")]})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [1.0, None]}
