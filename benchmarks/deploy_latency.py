@@ -41,13 +41,9 @@ SEARCH_OVERRIDES = ["strategy.params.pop_size=10", "strategy.params.generations=
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from mednas_nni.exporters.onnx import _cpu_name   # one implementation (also used by the model card)
+
+    return _cpu_name()
 
 
 def _median_ms(fn, runs: int, warmup: int = 10) -> float:

@@ -15,6 +15,10 @@ and ``metrics.json`` exactly as ``mednas search`` does. The run directory is
 ``<run.out_dir>/<name>-nni-<experiment id>``, so ``nnictl resume ID`` continues it: generations already
 scored are read back from ``archs.jsonl`` and nothing is scored twice.
 
+:class:`GeNASTuner` does the same for the GeNAS-WF genetic search (``examples/genas_mhsma_nnictl.yml``): one
+**genas** trial per individual (per-epoch validation metrics as intermediate results, the GeNAS-WF fitness as the
+final ``default``), generation after generation, then the finalists' retraining trials.
+
 The run directory is shared through the file system, so this works with NNI's ``local`` training service
 (and a remote one only with a shared folder).
 """
@@ -28,11 +32,12 @@ from typing import Any
 
 from nni.tuner import Tuner
 
-__all__ = ["MedNASTuner", "register_tuners", "TUNERS"]
+__all__ = ["MedNASTuner", "GeNASTuner", "register_tuners", "TUNERS"]
 
 _logger = logging.getLogger(__name__)
 
-TUNERS = {"MedNASTuner": "mednas_nni.nni_glue.MedNASTuner"}
+TUNERS = {"MedNASTuner": "mednas_nni.nni_glue.MedNASTuner", "GeNASTuner": "mednas_nni.nni_glue.GeNASTuner"}
+_DONE = "done"   # a search adapter's "no more search trials, ever"
 
 
 def register_tuners() -> list[tuple[str, str]]:
@@ -58,14 +63,19 @@ def register_tuners() -> list[tuple[str, str]]:
     return out
 
 
-class MedNASTuner(Tuner):
-    """NNI tuner that runs a mednas zero-cost search generation by generation as NNI trials.
+class _RunDirTuner(Tuner):
+    """Shared machinery: lazy setup, the run directory, credit scheduling and the finalists' retraining phase.
+
+    Subclasses adapt one search strategy: ``_setup_search``, ``_next_search_params`` (a trial's parameters, None
+    to wait for running trials, or ``_DONE``), ``_receive_search`` and ``_search_finalists``.
 
     Args:
         config: path of a mednas YAML config: absolute, or relative to the experiment's ``trialCodeDirectory``
             (which nnictl resolves against the nnictl YAML's folder).
         overrides: dotted ``KEY=VALUE`` overrides, as on the ``mednas search`` command line.
     """
+
+    strategy_name = ""
 
     def __init__(self, config: str, overrides: list[str] | None = None):
         from .config import load_config
@@ -80,8 +90,9 @@ class MedNASTuner(Tuner):
             path_cfg = Path(code_dir or ".") / path_cfg
         self._config_path, self._overrides = path_cfg, list(overrides or [])
         cfg = load_config(path_cfg, self._overrides, validate_plugins=False)
-        if cfg.strategy.name != "zc_nsga2":
-            raise ConfigError(f"{config}: strategy.name: MedNASTuner drives 'zc_nsga2', got '{cfg.strategy.name}'")
+        if cfg.strategy.name != self.strategy_name:
+            raise ConfigError(f"{config}: strategy.name: {type(self).__name__} drives '{self.strategy_name}', "
+                              f"got '{cfg.strategy.name}'")
         self._lock = threading.Lock()
         self._ready = False
         self._credit: list[int] = []
@@ -111,26 +122,12 @@ class MedNASTuner(Tuner):
         self.cfg = cfg
         self.ctx = RunContext(cfg, self.rd, build_dataset(cfg), resolve_device(cfg.run.device), False)
         self.strategy = build_strategy(cfg)
-        self._restore()
+        self._setup_search()
+        self._restore_finalists()
         self._ready = True
-        _logger.info("MedNASTuner: run directory %s (%s)", self.rd.path, "new" if fresh else "resumed")
+        _logger.info("%s: run directory %s (%s)", type(self).__name__, self.rd.path, "new" if fresh else "resumed")
 
-    # ------------------------------------------------------------------ state
-    def _restore(self) -> None:
-        import torch
-
-        from .io import RunDir, append_jsonl, atomic_torch_save, read_jsonl
-
-        if (self.rd / RunDir.STATE).exists():
-            self.strategy.load_state_dict(torch.load(self.rd / RunDir.STATE, weights_only=False))
-        for rec in read_jsonl(self.rd / RunDir.ARCHS):
-            self.strategy.cache.setdefault(rec["hash"], rec)
-        self.strategy.on_record = lambda rec: append_jsonl(self.rd / RunDir.ARCHS, rec)
-        self.strategy.on_generation = lambda s: atomic_torch_save(s.state_dict(), self.rd / RunDir.STATE)
-        self._space = self.ctx.build_space()
-        from mednas_nni.strategies._utils import categorical_space
-
-        self._labels = categorical_space(self._space)
+    def _restore_finalists(self) -> None:
         if (self.rd / "finalists.json").exists():
             import json
 
@@ -171,22 +168,41 @@ class MedNASTuner(Tuner):
         with self._lock:
             self._setup()
             self._outstanding.pop(parameter_id, None)
-            if parameters.get("mednas") == "score":
-                self._receive_scores(parameters, value if isinstance(value, dict) else {})
-            elif parameters.get("mednas") == "retrain":
+            if parameters.get("mednas") == "retrain":
                 self._receive_retrain(parameters, value if isinstance(value, dict) else {})
+            elif parameters.get("mednas") is not None:
+                self._receive_search(parameters, value if isinstance(value, dict) else {})
             self._spend_credit()
+
+    #: seconds to wait for the final metric of a trial that ended successfully (NNI's local training service
+    #: reads metrics from the trial's files and can report the end of a trial before its last metric)
+    result_grace_s = 60.0
 
     def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
         with self._lock:
             self._setup()
+            if parameter_id in self._outstanding and success:
+                timer = threading.Timer(self.result_grace_s, self._no_result, args=(parameter_id,))
+                timer.daemon = True
+                timer.start()
+                return
             params = self._outstanding.pop(parameter_id, None)
-            if params is not None:  # ended without a final result: failed or killed (USER_CANCELED)
-                if params["mednas"] == "score":
-                    self._receive_scores(params, {}, error="the scoring trial failed or was killed")
-                else:
-                    self._receive_retrain(params, {}, error="the retraining trial failed or was killed")
+            if params is not None:   # FAILED, or USER_CANCELED when killed / over maxTrialDuration
+                self._fail(params, "the trial failed or was killed (see its log in the NNI web UI)")
             self._spend_credit()
+
+    def _no_result(self, parameter_id: int) -> None:
+        with self._lock:
+            params = self._outstanding.pop(parameter_id, None)
+            if params is not None:
+                self._fail(params, "the trial ended without reporting a final result")
+                self._spend_credit()
+
+    def _fail(self, params: dict[str, Any], reason: str) -> None:
+        if params["mednas"] == "retrain":
+            self._receive_retrain(params, {}, error=reason)
+        else:
+            self._receive_search(params, {}, error=reason)
 
     def import_data(self, data: list[dict[str, Any]]) -> None:
         """``nnictl resume``: results of earlier trials come back here; archs.jsonl already holds them."""
@@ -202,33 +218,14 @@ class MedNASTuner(Tuner):
             self._st_callback(pid, params)
 
     def _next_params(self, pid: int) -> dict[str, Any] | None:
-        from mednas_nni.strategies._utils import arch_hash
-
-        from .io import RunDir
-
-        while self._finalists is None:
-            if self._gen_samples is not None:
-                return None                                     # a generation is being scored
-            samples = self.strategy.ask_generation(self._labels)
-            if samples is None:                                 # search finished
-                self._finish_search()
-                break
-            todo = []
-            for s in samples:
-                h = arch_hash(s)
-                if h in self.strategy.cache:
-                    self.strategy.cache_hits += 1
-                elif s not in todo:
-                    todo.append(s)
-            self._gen_samples = samples
-            if not todo:                                        # all cached (resume): tell at once
-                self.strategy.tell_generation(samples)
-                self._gen_samples = None
-                continue
-            params = {"mednas": "score", "generation": self.strategy.generation, "archs": todo,
-                      "run_dir": str(self.rd.path)}
-            self._outstanding[pid] = params
-            return params
+        if self._finalists is None:
+            params = self._next_search_params()
+            if params is None:
+                return None                                     # wait for running search trials
+            if params != _DONE:
+                self._outstanding[pid] = params
+                return params
+            self._finish_search()
         for i, fin in enumerate(self._finalists):
             if i not in self._issued_finalists:
                 self._issued_finalists.add(i)
@@ -238,30 +235,25 @@ class MedNASTuner(Tuner):
         return None
 
     def _finish_search(self) -> None:
-        from mednas_nni.strategies._report import write_pareto
-
         from .io import atomic_write_json
 
-        self._finalists = self.strategy.finalists()
-        write_pareto(self.rd, self.strategy, self._finalists)
+        self._finalists = self._search_finalists()
         atomic_write_json(self.rd / "finalists.json", self._finalists)
         self.rd.set_status(phase="retrain", n_finalists=len(self._finalists))
         _logger.info("search finished: %d finalists", len(self._finalists))
 
-    def _receive_scores(self, params: dict[str, Any], value: dict[str, Any], error: str | None = None) -> None:
-        from mednas_nni.strategies._utils import arch_hash
+    # ------------------------------------------------------------------ search adapter (subclasses)
+    def _setup_search(self) -> None:
+        raise NotImplementedError
 
-        per_arch = {a.get("hash"): a for a in value.get("archs", []) if isinstance(a, dict)}
-        for s in params["archs"]:
-            h = arch_hash(s)
-            if h in self.strategy.cache:
-                continue
-            got = per_arch.get(h)
-            self.strategy.record_result(s, got or {}, params["generation"],
-                                        None if got else (error or "no score returned by the trial"))
-        if self._gen_samples is not None and params["generation"] == self.strategy.generation:
-            self.strategy.tell_generation(self._gen_samples)
-            self._gen_samples = None
+    def _next_search_params(self) -> dict[str, Any] | str | None:
+        raise NotImplementedError
+
+    def _receive_search(self, params: dict[str, Any], value: dict[str, Any], error: str | None = None) -> None:
+        raise NotImplementedError
+
+    def _search_finalists(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
 
     def _receive_retrain(self, params: dict[str, Any], value: dict[str, Any], error: str | None = None) -> None:
         from .experiment import _choose_best
@@ -280,6 +272,176 @@ class MedNASTuner(Tuner):
                                 len(self._finalists) - len(ok))
             _choose_best(self.ctx, self._finalists, available=done)
             self.rd.set_status(phase="done")
+
+
+class MedNASTuner(_RunDirTuner):
+    """NNI tuner running the zero-cost NSGA-II search (``zc_nsga2``): one trial per generation, then the finalists.
+
+    Args:
+        config: path of a mednas YAML config: absolute, or relative to the experiment's ``trialCodeDirectory``.
+        overrides: dotted ``KEY=VALUE`` overrides, as on the ``mednas search`` command line.
+    """
+
+    strategy_name = "zc_nsga2"
+
+    def _setup_search(self) -> None:
+        import torch
+
+        from mednas_nni.strategies._utils import categorical_space
+
+        from .io import RunDir, append_jsonl, atomic_torch_save, read_jsonl
+
+        if (self.rd / RunDir.STATE).exists():
+            self.strategy.load_state_dict(torch.load(self.rd / RunDir.STATE, weights_only=False))
+        for rec in read_jsonl(self.rd / RunDir.ARCHS):
+            self.strategy.cache.setdefault(rec["hash"], rec)
+        self.strategy.on_record = lambda rec: append_jsonl(self.rd / RunDir.ARCHS, rec)
+        self.strategy.on_generation = lambda s: atomic_torch_save(s.state_dict(), self.rd / RunDir.STATE)
+        self._labels = categorical_space(self.ctx.build_space())
+
+    def _next_search_params(self) -> dict[str, Any] | str | None:
+        from mednas_nni.strategies._utils import arch_hash
+
+        while True:
+            if self._gen_samples is not None:
+                return None                                     # a generation is being scored
+            samples = self.strategy.ask_generation(self._labels)
+            if samples is None:
+                return _DONE
+            todo = []
+            for s in samples:
+                if arch_hash(s) in self.strategy.cache:
+                    self.strategy.cache_hits += 1
+                elif s not in todo:
+                    todo.append(s)
+            self._gen_samples = samples
+            if not todo:                                        # all cached (resume): tell at once
+                self.strategy.tell_generation(samples)
+                self._gen_samples = None
+                continue
+            return {"mednas": "score", "generation": self.strategy.generation, "archs": todo,
+                    "run_dir": str(self.rd.path)}
+
+    def _receive_search(self, params: dict[str, Any], value: dict[str, Any], error: str | None = None) -> None:
+        from mednas_nni.strategies._utils import arch_hash
+
+        per_arch = {a.get("hash"): a for a in value.get("archs", []) if isinstance(a, dict)}
+        for s in params["archs"]:
+            h = arch_hash(s)
+            if h in self.strategy.cache:
+                continue
+            got = per_arch.get(h)
+            self.strategy.record_result(s, got or {}, params["generation"],
+                                        None if got else (error or "no score returned by the trial"))
+        if self._gen_samples is not None and params["generation"] == self.strategy.generation:
+            self.strategy.tell_generation(self._gen_samples)
+            self._gen_samples = None
+
+    def _search_finalists(self) -> list[dict[str, Any]]:
+        from mednas_nni.strategies._report import write_pareto
+
+        finalists = self.strategy.finalists()
+        write_pareto(self.rd, self.strategy, finalists)
+        return finalists
+
+
+class GeNASTuner(_RunDirTuner):
+    """NNI tuner running the GeNAS-WF genetic search (``genas_wf``): one trial per individual, then the finalists.
+
+    The GA is :class:`~mednas_nni.strategies.genas_wf.GeNASWF`'s own (initial population, tournament, elitism,
+    crossover, mutation, pruning of invalid chromosomes, the hash cache); this class only schedules its
+    individuals as NNI trials (``python -m mednas_nni.nni_trial``) and records their results.
+
+    Args:
+        config: path of a mednas YAML config: absolute, or relative to the experiment's ``trialCodeDirectory``.
+        overrides: dotted ``KEY=VALUE`` overrides, as on the ``mednas search`` command line.
+    """
+
+    strategy_name = "genas_wf"
+
+    def _setup_search(self) -> None:
+        import torch
+
+        from mednas_nni.strategies._utils import categorical_space
+
+        from .io import RunDir, append_jsonl, atomic_torch_save, read_jsonl
+
+        st = self.strategy
+        if (self.rd / RunDir.STATE).exists():
+            st.load_state_dict(torch.load(self.rd / RunDir.STATE, weights_only=False))
+        for rec in read_jsonl(self.rd / RunDir.ARCHS):
+            if rec["hash"] not in st.cache or rec["status"] == "trained":
+                st.cache[rec["hash"]] = rec
+        if st.params.seed is None:
+            st._set_seed(int(self.cfg.run.seed))
+        st.input_size = st.params.input_size or int(self.ctx.dataset.info.image_size)
+        st._space = self.ctx.build_space()
+        st._labels = categorical_space(st._space)
+        st.error_dir = self.rd / "trial_errors"
+        st.on_record = lambda rec: append_jsonl(self.rd / RunDir.ARCHS, {k: v for k, v in rec.items()
+                                                                          if not k.startswith("_")})
+        st.on_checkpoint = lambda s: atomic_torch_save(s.state_dict(), self.rd / RunDir.STATE)
+        self._in_flight: dict[str, dict[str, Any]] = {}
+
+    def _trained_or_failed(self) -> int:
+        return sum(r["status"] in ("trained", "failed") for r in self.strategy.cache.values())
+
+    def _next_search_params(self) -> dict[str, Any] | str | None:
+        from mednas_nni.strategies._utils import arch_hash
+
+        st = self.strategy
+        while not st.finished:
+            if st.population is None:
+                st.generation = 0
+                st.population = st._initial_population()
+                st._checkpoint()
+            budget_left = self._trained_or_failed() + len(self._in_flight) < st.max_trials
+            for s in st.population:
+                h = arch_hash(s)
+                if h in st.cache or h in self._in_flight:
+                    continue
+                if not budget_left:
+                    break
+                self._in_flight[h] = s
+                return {"mednas": "genas", "arch": s, "hash": h, "generation": st.generation,
+                        "run_dir": str(self.rd.path)}
+            if self._in_flight:
+                return None                                     # the generation is still training
+            st._log_generation()
+            if not budget_left or st.generation + 1 >= st.params.generations:
+                st.finished = True
+                st._checkpoint()
+                break
+            st.population = st._next_generation()
+            st.generation += 1
+            st._checkpoint()
+        return _DONE
+
+    def _receive_search(self, params: dict[str, Any], value: dict[str, Any], error: str | None = None) -> None:
+        import math
+
+        st = self.strategy
+        h = params["hash"]
+        self._in_flight.pop(h, None)
+        if h in st.cache:
+            return
+        rec: dict[str, Any] = {"hash": h, "sample": st.canonical(params["arch"]), "generation": params["generation"]}
+        fit = value.get("default")
+        if error is None and isinstance(fit, (int, float)) and math.isfinite(fit):
+            rec.update(status="trained", fitness=float(fit),
+                       metrics={k: v for k, v in value.items() if k not in ("default", "history")},
+                       history=value.get("history"))
+        else:
+            reason = error or f"the trial reported no numeric final 'default' metric (got {fit!r})"
+            err_file = self.rd / "trial_errors" / f"{h}.txt"
+            if err_file.exists():
+                reason = err_file.read_text().splitlines()[0][:500]
+            rec.update(status="failed", fitness=None, error=reason)
+        st._record(rec)
+        st._checkpoint()
+
+    def _search_finalists(self) -> list[dict[str, Any]]:
+        return self.strategy.finalists()
 
 
 def _experiment_params() -> dict[str, Any]:

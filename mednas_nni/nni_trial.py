@@ -1,7 +1,8 @@
 """NNI trial entry point for :class:`~mednas_nni.nni_glue.MedNASTuner` (``python -m mednas_nni.nni_trial``).
 
 The tuner's parameters say what to do: ``{"mednas": "score", "archs": [...]}`` scores a generation with the
-zero-cost proxies; ``{"mednas": "retrain", "finalist": i, "arch": {...}}`` retrains one finalist.
+zero-cost proxies; ``{"mednas": "genas", "arch": {...}}`` trains one GeNAS individual;
+``{"mednas": "retrain", "finalist": i, "arch": {...}}`` retrains one finalist.
 Both read the run's ``config.resolved.yaml`` from ``run_dir``.
 """
 from __future__ import annotations
@@ -48,6 +49,15 @@ def run_score(params: dict[str, Any], ctx: Any, strategy: Any) -> dict[str, Any]
     return final
 
 
+def run_genas(params: dict[str, Any], ctx: Any, strategy: Any) -> dict[str, Any]:
+    """Train one GeNAS individual: the same evaluator function ``mednas search`` runs (per-epoch reports)."""
+    if strategy.params.seed is None:
+        strategy._set_seed(int(ctx.cfg.run.seed))
+    evaluator = strategy._evaluator(ctx)
+    model = ctx.build_space().freeze(params["arch"])
+    return evaluator.function(model, **evaluator.arguments)
+
+
 def run_retrain(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
     import nni
 
@@ -85,6 +95,9 @@ def main() -> int:
     ctx = RunContext(cfg, rd, build_dataset(cfg), resolve_device(cfg.run.device), False)
     if params["mednas"] == "score":
         final = run_score(params, ctx, build_strategy(cfg))
+    elif params["mednas"] == "genas":
+        run_genas(params, ctx, build_strategy(cfg))     # genas_trial reports its own results
+        return 0
     else:
         final = run_retrain(params, ctx)
     nni.report_final_result(final)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 __all__ = ["train_classifier", "evaluate_classifier", "predict_scores", "classification_metrics",
-           "majority_baseline"]
+           "majority_baseline", "recalibrate_bn"]
 
 _logger = logging.getLogger(__name__)
 
@@ -92,17 +92,24 @@ def majority_baseline(y_train: np.ndarray, y_eval: np.ndarray, task: str) -> dic
             "majority_class": maj}
 
 
-def _recalibrate_bn(model: nn.Module, train_set: Any, batch_size: int, device: str, max_batches: int | None,
-                    seed: int) -> None:
-    """Recompute BatchNorm running statistics on training batches (no-op without BN or with ``max_batches=0``)."""
+def recalibrate_bn(model: nn.Module, inputs: Iterable[torch.Tensor], device: str = "cpu") -> None:
+    """Recompute BatchNorm running statistics as the plain average over ``inputs`` (training batches).
+
+    ``torch.optim.swa_utils.update_bn`` ("precise BN"); a no-op for a model without BatchNorm.
+    """
     from torch.optim.swa_utils import update_bn
 
-    if max_batches == 0 or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        update_bn((x.float() for x in inputs), model, device=torch.device(device))
+
+
+def _recalibrate_bn(model: nn.Module, train_set: Any, batch_size: int, device: str, max_batches: int | None,
+                    seed: int) -> None:
+    if max_batches == 0:
         return
     g = torch.Generator().manual_seed(seed)
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=g)
-    batches = (x.float() for b, (x, _) in enumerate(loader) if max_batches is None or b < max_batches)
-    update_bn(batches, model, device=torch.device(device))
+    recalibrate_bn(model, (x for b, (x, _) in enumerate(loader) if max_batches is None or b < max_batches), device)
 
 
 def train_classifier(model: nn.Module, train_set: Any, val_set: Any, task: str, *, epochs: int, batch_size: int,

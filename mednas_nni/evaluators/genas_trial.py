@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mednas_nni.evaluators.classification import recalibrate_bn
+
 __all__ = ["genas_trial", "train_curve", "binary_metrics", "load_data", "materialize"]
 
 _logger = logging.getLogger(__name__)
@@ -136,6 +138,13 @@ def train_curve(model: nn.Module, data: dict[str, Any], *, epochs: int, batch_si
             opt.step()
             total += loss.item() * len(x)
             n += len(x)
+        # Precise BN before validating (see mednas_nni.evaluators.classification): with a few batches per epoch
+        # the running statistics still hold their initial values and the eval-mode curve would be noise.
+        if train_loader is None:
+            idx = torch.randperm(len(x_tr), generator=g)[:32 * batch_size]
+            recalibrate_bn(model, (x_tr[idx[i:i + batch_size]] for i in range(0, len(idx), batch_size)), device)
+        else:
+            recalibrate_bn(model, (x for b, (x, _) in enumerate(train_loader) if b < 32), device)
         val = binary_metrics(y_val.numpy(), _predict(model, x_val, device))
         rec = {"epoch": epoch, "train_loss": total / max(n, 1), **{f"val_{k}": v for k, v in val.items()},
                "seconds": time.perf_counter() - t0}

@@ -98,3 +98,58 @@ def test_nnictl_create_runs_generations_and_finalists_as_trials(tmp_path, nni_en
         assert len(hashes) == len(set(hashes)) == sum(f["scored"] + f["failed"] for f in score_final)
     finally:
         subprocess.run([nnictl, "stop", exp_id], env=nni_env, capture_output=True, timeout=60)
+
+
+def test_nnictl_genas_tuner_trains_individuals_then_finalists(tmp_path, nni_env):
+    from conftest import require_data
+
+    root = require_data("mhsma")
+    nnictl = shutil.which("nnictl", path=nni_env["PATH"])
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump({
+        "data": {"name": "mhsma", "params": {"root": str(root), "label": "head"}},
+        "space": {"name": "genas_cnn", "params": {"max_depth": 3}},
+        "strategy": {"name": "genas_wf", "params": {"population_size": 3, "generations": 2, "epochs_per_trial": 2,
+                                                    "max_batches_per_epoch": 2, "top_k": 1, "torch_threads": 1}},
+        "evaluator": {"epochs": 1, "max_batches_per_epoch": 2}, "run": {"out_dir": "runs", "device": "cpu"}}))
+    exp_yml = tmp_path / "exp.yml"
+    exp_yml.write_text(yaml.safe_dump({
+        "experimentName": "mednas-genas-test",
+        "searchSpace": {"mednas": {"_type": "choice", "_value": ["genas_wf"]}},
+        "trialCommand": f"{sys.executable} -m mednas_nni.nni_trial", "trialCodeDirectory": ".",
+        "trialConcurrency": 2, "maxTrialNumber": 20,
+        "tuner": {"name": "GeNASTuner", "classArgs": {"config": "search.yaml"}},
+        "trainingService": {"platform": "local"}}))
+    r = subprocess.run([sys.executable, "-m", "mednas_nni", "register"], env=nni_env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "GeNASTuner" in r.stdout, r.stderr
+    port = _free_port()
+    r = subprocess.run([nnictl, "create", "--config", str(exp_yml), "--port", str(port)], env=nni_env,
+                       capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    exp_id = re.search(r"Experiment ID: (?:\x1b\[\d+m)?([A-Za-z0-9]+)", r.stdout).group(1)
+    try:
+        run_dir = tmp_path / "runs" / f"genas_wf-mhsma-nni-{exp_id}"
+        deadline, phase = time.time() + 480, None
+        while time.time() < deadline:
+            assert _get(port, "check-status")["status"] != "ERROR"
+            if (run_dir / "status.json").exists():
+                phase = json.loads((run_dir / "status.json").read_text()).get("phase")
+                if phase == "done" and all(t["status"] not in ("WAITING", "RUNNING", "UNKNOWN")
+                                           for t in _get(port, "trial-jobs")):
+                    break
+            time.sleep(2)
+        assert phase == "done", f"experiment did not finish: {phase}"
+        trials = _get(port, "trial-jobs")
+        kinds = [json.loads(t["hyperParameters"][0])["parameters"]["mednas"] for t in trials]
+        assert kinds[-1] == "retrain" and set(kinds[:-1]) == {"genas"} and 2 <= len(kinds) - 1 <= 6, kinds
+        metrics = _get(port, "metric-data")
+        genas_ids = {t["trialJobId"] for t, k in zip(trials, kinds) if k == "genas"}
+        periodical = [m for m in metrics if m["trialJobId"] in genas_ids and m["type"] == "PERIODICAL"]
+        assert len(periodical) == 2 * len(genas_ids)                          # one per epoch per individual
+        recs = [json.loads(line) for line in (run_dir / "archs.jsonl").read_text().splitlines()]
+        trained = [r["hash"] for r in recs if r["status"] == "trained"]
+        assert len(trained) == len(set(trained)) == len(genas_ids)            # nothing trained twice
+        for f in ("best.pt", "best_arch.json", "metrics.json", "strategy_state.pt"):
+            assert (run_dir / f).is_file(), f
+    finally:
+        subprocess.run([nnictl, "stop", exp_id], env=nni_env, capture_output=True, timeout=60)
