@@ -24,6 +24,7 @@ The run directory is shared through the file system, so this works with NNI's ``
 """
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import threading
@@ -63,7 +64,7 @@ def register_tuners() -> list[tuple[str, str]]:
     return out
 
 
-class _RunDirTuner(Tuner):
+class _RunDirTuner(Tuner, abc.ABC):
     """Shared machinery: lazy setup, the run directory, credit scheduling and the finalists' retraining phase.
 
     Subclasses adapt one search strategy: ``_setup_search``, ``_next_search_params`` (a trial's parameters, None
@@ -243,17 +244,21 @@ class _RunDirTuner(Tuner):
         _logger.info("search finished: %d finalists", len(self._finalists))
 
     # ------------------------------------------------------------------ search adapter (subclasses)
+    @abc.abstractmethod
     def _setup_search(self) -> None:
-        raise NotImplementedError
+        """Load the strategy's saved state and cache from the run directory."""
 
+    @abc.abstractmethod
     def _next_search_params(self) -> dict[str, Any] | str | None:
-        raise NotImplementedError
+        """The next search trial's parameters, None to wait for running trials, or ``_DONE``."""
 
+    @abc.abstractmethod
     def _receive_search(self, params: dict[str, Any], value: dict[str, Any], error: str | None = None) -> None:
-        raise NotImplementedError
+        """Record a search trial's result (or ``error``)."""
 
+    @abc.abstractmethod
     def _search_finalists(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        """The finalists once the search is done (and write the search's own outputs)."""
 
     def _receive_retrain(self, params: dict[str, Any], value: dict[str, Any], error: str | None = None) -> None:
         from .experiment import _choose_best

@@ -87,7 +87,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO)
     params = nni.get_next_parameter()
     if not params or "mednas" not in params:
-        print("mednas trial: expected parameters from MedNASTuner, got none", file=sys.stderr)
+        _logger.error("mednas trial: expected parameters from MedNASTuner or GeNASTuner, got none")
         return 2
     rd = RunDir.open(params["run_dir"])
     cfg = load_config(rd / RunDir.CONFIG)
