@@ -1,7 +1,6 @@
 """Shared helpers for the benchmark scripts: machine facts, result tables."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time

@@ -107,7 +107,6 @@ def run_random(cfg, n_archs: int) -> dict[str, Any]:
 
 
 def run_resnet18(ds, cfg, seed: int) -> dict[str, Any]:
-    import torch
     from torch import nn
     from torch.utils.data import DataLoader
     from torchvision.models import resnet18
@@ -132,7 +131,6 @@ def proxy_cost_ratio(ds, cfg, n: int = 5) -> dict[str, float]:
     """Median over n random architectures of t(proxies) / t(forward+backward), same batch, same net."""
     import random
 
-    import torch
     import torch.nn.functional as F
 
     from mednas_nni.evaluators.zero_cost import compute_proxies

@@ -8,9 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from . import __version__

@@ -36,7 +36,6 @@ def _isolate_nni(tmp_path_factory, monkeypatch):
 
 def make_toy_space():
     """A 3x3x2 = 18-architecture NNI space with Categorical labels only (for strategy tests)."""
-    import torch
     from nni.nas.nn.pytorch import LayerChoice, ModelSpace
     from torch import nn
 

@@ -24,7 +24,6 @@ def test_atomic_write_keeps_old_content_when_writing_fails(tmp_path):
 
 
 def test_atomic_files_get_the_usual_mode(tmp_path):
-    import os
     import stat
 
     from mednas_nni import io
