@@ -290,18 +290,9 @@ class MedNASTuner(_RunDirTuner):
     strategy_name = "zc_nsga2"
 
     def _setup_search(self) -> None:
-        import torch
-
         from mednas_nni.strategies._utils import categorical_space
 
-        from .io import RunDir, append_jsonl, atomic_torch_save, read_jsonl
-
-        if (self.rd / RunDir.STATE).exists():
-            self.strategy.load_state_dict(torch.load(self.rd / RunDir.STATE, weights_only=False))
-        for rec in read_jsonl(self.rd / RunDir.ARCHS):
-            self.strategy.cache.setdefault(rec["hash"], rec)
-        self.strategy.on_record = lambda rec: append_jsonl(self.rd / RunDir.ARCHS, rec)
-        self.strategy.on_generation = lambda s: atomic_torch_save(s.state_dict(), self.rd / RunDir.STATE)
+        self.strategy.attach_run_dir(self.rd)
         self._labels = categorical_space(self.ctx.build_space())
 
     def _next_search_params(self) -> dict[str, Any] | str | None:
@@ -365,27 +356,7 @@ class GeNASTuner(_RunDirTuner):
     strategy_name = "genas_wf"
 
     def _setup_search(self) -> None:
-        import torch
-
-        from mednas_nni.strategies._utils import categorical_space
-
-        from .io import RunDir, append_jsonl, atomic_torch_save, read_jsonl
-
-        st = self.strategy
-        if (self.rd / RunDir.STATE).exists():
-            st.load_state_dict(torch.load(self.rd / RunDir.STATE, weights_only=False))
-        for rec in read_jsonl(self.rd / RunDir.ARCHS):
-            if rec["hash"] not in st.cache or rec["status"] == "trained":
-                st.cache[rec["hash"]] = rec
-        if st.params.seed is None:
-            st._set_seed(int(self.cfg.run.seed))
-        st.input_size = st.params.input_size or int(self.ctx.dataset.info.image_size)
-        st._space = self.ctx.build_space()
-        st._labels = categorical_space(st._space)
-        st.error_dir = self.rd / "trial_errors"
-        st.on_record = lambda rec: append_jsonl(self.rd / RunDir.ARCHS, {k: v for k, v in rec.items()
-                                                                          if not k.startswith("_")})
-        st.on_checkpoint = lambda s: atomic_torch_save(s.state_dict(), self.rd / RunDir.STATE)
+        self.strategy.attach_run_dir(self.ctx)
         self._in_flight: dict[str, dict[str, Any]] = {}
 
     def _trained_or_failed(self) -> int:

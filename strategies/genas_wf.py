@@ -787,19 +787,19 @@ class GeNASWF(Strategy, SearchDriver):
             max_batches_per_epoch=p.max_batches_per_epoch, error_dir=str(ctx.run_dir / "trial_errors"),
             torch_threads=p.torch_threads)
 
-    def run_search(self, ctx: Any) -> list[dict[str, Any]]:
-        """Run (or resume) inside a run directory: ``archs.jsonl``, ``strategy_state.pt``, ``genas_summary.json``."""
+    def attach_run_dir(self, ctx: Any) -> None:
+        """Restore progress from ``ctx.run_dir`` and persist to it from now on (``mednas search`` and the nnictl
+        tuner): seed, ``strategy_state.pt``, ``archs.jsonl`` (authoritative: it also holds what finished after the
+        last state checkpoint), the space and input size for pruning, and the record/checkpoint hooks."""
         import torch
-        from tqdm.auto import tqdm
 
-        from mednas_nni.io import RunDir, append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl
+        from mednas_nni.io import RunDir, append_jsonl, atomic_torch_save, read_jsonl
 
         rd = ctx.run_dir
         if self.params.seed is None:
             self._set_seed(int(ctx.cfg.run.seed))
         if (rd / RunDir.STATE).exists():
             self.load_state_dict(torch.load(rd / RunDir.STATE, weights_only=False))
-        # archs.jsonl is authoritative: it also holds what finished after the last state checkpoint.
         for rec in read_jsonl(rd / RunDir.ARCHS):
             if rec["hash"] not in self.cache or rec["status"] == "trained":
                 self.cache[rec["hash"]] = rec
@@ -807,10 +807,20 @@ class GeNASWF(Strategy, SearchDriver):
             _logger.info("resuming: %d architectures in the cache, generation %d", len(self.cache), self.generation)
         self.input_size = self.params.input_size or int(ctx.dataset.info.image_size)
         self._space = ctx.build_space()
+        self._labels = categorical_space(self._space)
         self.error_dir = rd / "trial_errors"
         self.on_record = lambda rec: append_jsonl(rd / RunDir.ARCHS, {k: v for k, v in rec.items()
                                                                        if not k.startswith("_")})
         self.on_checkpoint = lambda s: atomic_torch_save(s.state_dict(), rd / RunDir.STATE)
+
+    def run_search(self, ctx: Any) -> list[dict[str, Any]]:
+        """Run (or resume) inside a run directory: ``archs.jsonl``, ``strategy_state.pt``, ``genas_summary.json``."""
+        from tqdm.auto import tqdm
+
+        from mednas_nni.io import atomic_write_json
+
+        rd = ctx.run_dir
+        self.attach_run_dir(ctx)
         evaluator = self._evaluator(ctx)
         done = sum(r["status"] in ("trained", "failed") for r in self.cache.values())
         with tqdm(total=self.max_trials, initial=min(done, self.max_trials), unit="trial", desc="genas_wf",

@@ -443,6 +443,23 @@ class ZeroCostNSGA2(Strategy, SearchDriver):
         self._algorithm = pickle.loads(self._snapshot) if self._snapshot is not None else None
 
     # ------------------------------------------------------------------ mednas driver
+    def attach_run_dir(self, rd: Any) -> None:
+        """Restore progress from a run directory and persist to it from now on (``mednas search`` and the nnictl
+        tuner): ``strategy_state.pt`` plus ``archs.jsonl``, which is authoritative (it also holds what was scored
+        after the last state checkpoint); every new record is appended, every generation checkpointed."""
+        import torch
+
+        from mednas_nni.io import RunDir, append_jsonl, atomic_torch_save, read_jsonl
+
+        if (rd / RunDir.STATE).exists():
+            self.load_state_dict(torch.load(rd / RunDir.STATE, weights_only=False))
+        for rec in read_jsonl(rd / RunDir.ARCHS):
+            self.cache.setdefault(rec["hash"], rec)
+        if self.cache:
+            _logger.info("resuming: %d architectures already scored, generation %d", len(self.cache), self.generation)
+        self.on_record = lambda rec: append_jsonl(rd / RunDir.ARCHS, rec)
+        self.on_generation = lambda s: atomic_torch_save(s.state_dict(), rd / RunDir.STATE)
+
     def run_search(self, ctx: Any) -> list[dict[str, Any]]:
         """Run (or resume) inside a run directory: archs.jsonl, strategy_state.pt, pareto.csv/png."""
         from nni.nas.evaluator import FunctionalEvaluator
@@ -450,20 +467,10 @@ class ZeroCostNSGA2(Strategy, SearchDriver):
         from nni.nas.space import RawFormatModelSpace
         from tqdm.auto import tqdm
 
-        from mednas_nni.io import RunDir, append_jsonl, atomic_torch_save, read_jsonl
-
         from ._report import write_pareto
 
         rd = ctx.run_dir
-        if (rd / RunDir.STATE).exists():
-            import torch
-
-            self.load_state_dict(torch.load(rd / RunDir.STATE, weights_only=False))
-        # archs.jsonl is authoritative: it also holds what was scored after the last state checkpoint.
-        for rec in read_jsonl(rd / RunDir.ARCHS):
-            self.cache.setdefault(rec["hash"], rec)
-        if self.cache:
-            _logger.info("resuming: %d architectures already scored, generation %d", len(self.cache), self.generation)
+        self.attach_run_dir(rd)
         if self.params.seed is None:
             self.seed = ctx.cfg.run.seed
         inputs, targets = ctx.proxy_batch(self.params.proxy_batch_size)
@@ -471,8 +478,6 @@ class ZeroCostNSGA2(Strategy, SearchDriver):
                                         proxies=self._proxies(), device=ctx.device, init_seed=self.seed)
         space = RawFormatModelSpace.from_model(ctx.build_space(), evaluator)
         engine = SequentialExecutionEngine(continue_on_failure=True)
-        self.on_record = lambda rec: append_jsonl(rd / RunDir.ARCHS, rec)
-        self.on_generation = lambda s: atomic_torch_save(s.state_dict(), rd / RunDir.STATE)
         total = self.params.pop_size * self.params.generations
         with tqdm(total=total, initial=min(total, self.generation * self.params.pop_size), unit="arch",
                   desc=f"zc_{self.params.algorithm}", disable=not ctx.progress, dynamic_ncols=True) as bar:
