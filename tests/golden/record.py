@@ -1,0 +1,63 @@
+"""Record the golden results of two tiny seeded searches (run with the code of the commit named in README.md).
+
+    python tests/golden/record.py OUT.json
+
+Each search runs through the public CLI (``mednas search``), so the same command works before and after a
+refactoring of the core; the test ``tests/golden/test_golden.py`` runs the same two searches with today's code
+and compares the scored architectures (hash -> scores/fitness), the finalists and the winner.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+#: name -> (config file or None for the embedded default, overrides)
+SEARCHES = {
+    "zc_nsga2_breastmnist": (None, [
+        "strategy.params.pop_size=6", "strategy.params.generations=3", "space.params.num_blocks=2",
+        "space.params.num_nodes=3", "space.params.channels=8", "strategy.params.top_k=1",
+        "evaluator.epochs=2"]),
+    "genas_wf_mhsma": (str(REPO / "examples" / "genas_mhsma.yml"), [
+        f"data.params.root={SHARED / 'mhsma'}", "strategy.params.population_size=4",
+        "strategy.params.generations=2", "strategy.params.epochs_per_trial=1",
+        "strategy.params.max_batches_per_epoch=3", "strategy.params.top_k=1", "evaluator.epochs=1",
+        "evaluator.max_batches_per_epoch=3", "space.params.max_depth=3", "space.params.filters=[4,8]"]),
+}
+
+
+def summarise(rd: Path) -> dict:
+    archs = [json.loads(line) for line in (rd / "archs.jsonl").read_text().splitlines() if line.strip()]
+    metrics = json.loads((rd / "metrics.json").read_text())
+    finalists = json.loads((rd / "finalists.json").read_text())
+    return {
+        "archs": {r["hash"]: {"status": r["status"], "sample": r["sample"],
+                              "scores": r.get("scores"), "fitness": r.get("fitness")} for r in archs},
+        "finalists": [f["hash"] for f in finalists],
+        "best_arch": json.loads((rd / "best_arch.json").read_text()),
+        "val": metrics["val"], "test": metrics["test"],
+    }
+
+
+def run(name: str, engine_overrides: list[str] | None = None) -> dict:
+    from mednas_nni.cli import main
+
+    cfg, overrides = SEARCHES[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["search"] + ([cfg] if cfg else []) + overrides + list(engine_overrides or []) + \
+               [f"run.out_dir={tmp}", "--no-progress"]
+        assert main(args) == 0, args
+        (rd,) = [p for p in Path(tmp).iterdir() if p.is_dir()]
+        return summarise(rd)
+
+
+if __name__ == "__main__":
+    legacy_engine = ["strategy.params.engine=sequential"]     # the pre-Core-v2 place of the engine switch
+    out = {"zc_nsga2_breastmnist": run("zc_nsga2_breastmnist"),
+           "genas_wf_mhsma": run("genas_wf_mhsma", legacy_engine)}
+    Path(sys.argv[1]).write_text(json.dumps(out, indent=1, sort_keys=True))
