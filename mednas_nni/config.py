@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError, MedNASError, did_you_mean
 
-__all__ = ["PluginSpec", "EvaluatorConfig", "RunConfig", "ExperimentConfig", "load_config", "default_config_path",
+__all__ = ["PluginSpec", "EvaluatorConfig", "EngineConfig", "RunConfig", "ExperimentConfig", "load_config", "default_config_path",
            "dump_config", "apply_overrides", "format_validation_error"]
 
 
@@ -50,10 +50,29 @@ class EvaluatorConfig(_Section):
     milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])  # fractions of epochs
     gamma: float = Field(0.1, gt=0, le=1)
     augment: bool = False
-    select_by: Literal["val_auc", "val_acc"] = "val_auc"
+    # ``val_<metric>`` for any metric the task reports (val_auc, val_balanced_acc, val_dice, ...); None: the task's
+    # default (classification: val_auc, segmentation: val_dice). Checked against the task when the run starts.
+    select_by: str | None = None
     num_workers: int = Field(0, ge=0)
     max_batches_per_epoch: int | None = Field(None, ge=1)  # for smoke tests; None = full epochs
     bn_batches: int | None = Field(32, ge=0)   # training batches for BatchNorm recalibration before validation
+
+
+class EngineConfig(_Section):
+    """Where a multi-trial search evaluates its architectures.
+
+    ``sequential``: in this process, one after the other (no web UI; tests, benchmarks, zero-cost scoring).
+    ``local``: one NNI trial per architecture on NNI's local training service, with NNI's web UI on ``port``
+    (the NNI manager listens on all interfaces: browse 127.0.0.1 only). Under ``nnictl`` the experiment's own
+    config decides instead. One-shot strategies always train in this process.
+    """
+
+    kind: Literal["sequential", "local"] = "sequential"
+    port: int = Field(8080, ge=1, le=65535)
+    trial_concurrency: int = Field(1, ge=1)
+    trial_gpu_number: int = Field(0, ge=0)
+    use_active_gpu: bool = False
+    max_trial_number: int | None = Field(None, ge=1)   # NNI's cap on trials; None: generous (the strategy decides)
 
 
 class RunConfig(_Section):
@@ -67,8 +86,10 @@ class RunConfig(_Section):
 
 class ExperimentConfig(_Section):
     data: PluginSpec
+    task: PluginSpec | None = None     # None: the data set's default task (filled in by load_config)
     space: PluginSpec
     strategy: PluginSpec
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     evaluator: EvaluatorConfig = Field(default_factory=EvaluatorConfig)
     export: PluginSpec | None = None
     run: RunConfig = Field(default_factory=RunConfig)
@@ -80,7 +101,8 @@ class ExperimentConfig(_Section):
         return self.run.name or f"{self.strategy.name}-{self.data.params.get('flag', self.data.name)}"
 
 
-_SECTIONS = {"data": "datasets", "space": "search_spaces", "strategy": "strategies", "export": "exporters"}
+_SECTIONS = {"data": "datasets", "task": "tasks", "space": "search_spaces", "strategy": "strategies",
+             "export": "exporters"}
 
 
 def default_config_path() -> Path:
@@ -166,6 +188,12 @@ def _is_path_field(annotation: Any) -> bool:
 def _validate_plugin_params(cfg: ExperimentConfig, base_dir: Path) -> None:
     from .registry import get_plugin
 
+    if cfg.task is None:   # the data set says which task fits it
+        try:
+            data_cls = get_plugin("datasets", cfg.data.name)
+        except MedNASError as e:
+            raise type(e)(f"{cfg.source}: data.name: {e}") from None
+        cfg.task = PluginSpec(name=getattr(data_cls, "default_task", "classification"))
     for section, kind in _SECTIONS.items():
         spec: PluginSpec | None = getattr(cfg, section)
         if spec is None:

@@ -1,7 +1,7 @@
 """Plugin discovery through Python entry points (built-ins included).
 
-Four kinds, one entry-point group each: ``mednas_nni.search_spaces``, ``mednas_nni.strategies``,
-``mednas_nni.exporters``, ``mednas_nni.datasets``. A third-party package adds a table to its own
+Five kinds, one entry-point group each: ``mednas_nni.datasets``, ``mednas_nni.tasks``,
+``mednas_nni.search_spaces``, ``mednas_nni.strategies``, ``mednas_nni.exporters``. A third-party package adds a table to its own
 ``pyproject.toml``::
 
     [project.entry-points."mednas_nni.strategies"]
@@ -27,10 +27,11 @@ __all__ = ["KINDS", "PluginInfo", "list_plugins", "get_plugin", "register", "unr
 
 _logger = logging.getLogger(__name__)
 
-KINDS: tuple[str, ...] = ("search_spaces", "strategies", "exporters", "datasets")
-_SINGULAR = {"search_spaces": "search space", "strategies": "strategy", "exporters": "exporter", "datasets": "dataset"}
+KINDS: tuple[str, ...] = ("datasets", "tasks", "search_spaces", "strategies", "exporters")
+_SINGULAR = {"search_spaces": "search space", "strategies": "strategy", "exporters": "exporter", "datasets": "dataset",
+             "tasks": "task"}
 _KIND_ALIASES = {"space": "search_spaces", "search_space": "search_spaces", "strategy": "strategies",
-                 "exporter": "exporters", "dataset": "datasets", "data": "datasets"}
+                 "exporter": "exporters", "dataset": "datasets", "data": "datasets", "task": "tasks"}
 
 
 @dataclass
