@@ -102,7 +102,8 @@ class MedMNISTDataset(DatasetPlugin):
         labels = self._meta["label"]
         channels = 3 if (self.as_rgb or self._meta["n_channels"] == 3) else 1
         return DatasetInfo(
-            name=f"{self.flag}_{self.size}", task=self._meta["task"], num_classes=len(labels),
+            name=f"{self.flag}_{self.size}", task="classification", task_type=self._meta["task"],
+            num_classes=len(labels),
             in_channels=channels, image_size=self.size,
             label_names=[labels[str(i)] for i in range(len(labels))],
             licence=self._meta.get("license", ""),
@@ -161,12 +162,14 @@ class MedMNISTDataset(DatasetPlugin):
         return x, y
 
     def dataset(self, split: str, augment: bool = False) -> torch.utils.data.Dataset:
-        from monai.data import ArrayDataset
+        """MONAI ``Dataset`` of ``{"image": float (C, S, S), "label": long (k,)}`` samples."""
+        from monai.data import Dataset
 
         x, y = self.arrays(split)
         info = self.info
         tf = classification_transforms(channels_last=x.ndim == 4, mean=info.mean, std=info.std, augment=augment)
-        return ArrayDataset(img=list(x), img_transform=tf, labels=torch.as_tensor(y.astype(np.int64)))
+        y = y.astype(np.int64)
+        return Dataset(data=[{"image": x[i], "label": y[i]} for i in range(len(x))], transform=tf)
 
     def __repr__(self) -> str:
         return f"MedMNISTDataset(flag={self.flag!r}, size={self.size}, root={str(self.root)!r})"

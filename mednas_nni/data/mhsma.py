@@ -132,7 +132,7 @@ class MHSMADataset(DatasetPlugin):
     @property
     def info(self) -> DatasetInfo:
         return DatasetInfo(
-            name=f"mhsma_{self.label}_{self.size}", task="binary-class", num_classes=2, in_channels=1,
+            name=f"mhsma_{self.label}_{self.size}", task="classification", task_type="binary-class", num_classes=2, in_channels=1,
             image_size=self.size, label_names=["normal", "abnormal"], licence="CC BY-NC-SA 4.0",
             citation=CITATION, split_sizes={"train": 1000, "val": 240, "test": 300},
             mean=[_MEAN], std=[_STD],
@@ -192,15 +192,15 @@ class MHSMADataset(DatasetPlugin):
         return self.class_weights() if self.imbalance == "weighted_loss" else None
 
     def dataset(self, split: str, augment: bool = False) -> torch.utils.data.Dataset:
-        """MONAI ``ArrayDataset`` of ``(image (1, S, S) float, label (1,) long)``; ``train`` is oversampled when
+        """MONAI ``Dataset`` of ``{"image": float (1, S, S), "label": long (1,)}``; ``train`` is oversampled when
         ``imbalance: oversample``. ``augment`` adds the random flip + affine of
         :func:`~mednas_nni.data.transforms.classification_transforms`."""
-        from monai.data import ArrayDataset
+        from monai.data import Dataset
 
         x, y = self.arrays(split)
         info = self.info
         tf = classification_transforms(channels_last=False, mean=info.mean, std=info.std, augment=augment)
-        ds = ArrayDataset(img=list(x), img_transform=tf, labels=torch.as_tensor(y))
+        ds = Dataset(data=[{"image": x[i], "label": y[i]} for i in range(len(x))], transform=tf)
         if split == "train" and self.imbalance == "oversample":
             return _Indexed(ds, oversample_indices(y, self.oversample_seed))
         return ds

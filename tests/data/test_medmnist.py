@@ -14,12 +14,14 @@ from mednas_nni.errors import ConfigError, DataError
 def test_bundled_breastmnist_offline():
     ds = MedMNISTDataset()                                    # no root: the shipped copy
     info = ds.info
-    assert (info.task, info.num_classes, info.in_channels, info.image_size) == ("binary-class", 2, 1, 28)
+    assert (info.task, info.task_type, info.num_classes, info.in_channels, info.image_size) == \
+        ("classification", "binary-class", 2, 1, 28)
     assert info.licence == "CC BY 4.0" and "MedMNIST v2" in info.citation
     for split, n in (("train", 546), ("val", 78), ("test", 156)):
         x, y = ds.arrays(split)
         assert x.shape == (n, 28, 28) and x.dtype == np.uint8 and y.shape == (n, 1)
-    img, label = ds.dataset("train")[0]
+    sample = ds.dataset("train")[0]
+    img, label = sample["image"], sample["label"]
     assert img.shape == (1, 28, 28) and img.dtype == torch.float32 and label.shape == (1,)
     x0 = ds.arrays("train")[0][0].astype(np.float32)
     assert torch.allclose(img[0], torch.from_numpy((x0 / 255.0 - 0.5) / 0.5), atol=1e-6)   # MedMNIST v2 norm
@@ -31,11 +33,11 @@ def test_shared_medmnist_sets(medmnist_root, flag, channels, classes, n_train):
     ds = MedMNISTDataset(flag=flag, root=medmnist_root)
     assert ds.info.in_channels == channels and ds.info.num_classes == classes
     assert len(ds.dataset("train")) == n_train
-    img, _ = ds.dataset("test")[3]
+    img = ds.dataset("test")[3]["image"]
     assert img.shape == (channels, 28, 28)
     aug = ds.dataset("train", augment=True)
     torch.manual_seed(0)
-    assert aug[0][0].shape == (channels, 28, 28)
+    assert aug[0]["image"].shape == (channels, 28, 28)
 
 
 def test_missing_root_and_missing_file(tmp_path):
