@@ -29,24 +29,33 @@ def _split_config_and_overrides(items: list[str]) -> tuple[str | None, list[str]
     return config, overrides
 
 
+_LABELS = {"auc": "AUC", "acc": "ACC", "balanced_acc": "bal. ACC", "f05": "F0.5", "dice": "Dice", "iou": "IoU",
+           "hd95": "HD95", "pixel_acc": "pixel ACC"}
+
+
+def _fmt_metrics(d: dict[str, Any], keys: list[str]) -> str:
+    return " ".join(f"{_LABELS.get(k, k)} {d[k]:.3f}" for k in keys if isinstance(d.get(k), (int, float)))
+
+
 def _headline(rd: Any) -> str:
     from .io import RunDir
 
     m = json.loads((rd / RunDir.METRICS).read_text()) if (rd / RunDir.METRICS).exists() else {}
     lines = [f"run directory: {rd.path}"]
     if m:
-        t, v, b = m["test"], m["val"], m["majority_baseline_test"]
+        t, v = m["test"], m["val"]
+        b = m.get("baseline_test") or m.get("majority_baseline_test") or {}
+        key = m.get("selected_by", "val_auc").removeprefix("val_")
+        keys = [key] + [k for k in _LABELS if k != key and k in t]
         s = m.get("search", {})
         pruned = f", {s['pruned']} pruned before training" if s.get("pruned") else ""
         lines.append(f"search: {s.get('evaluated')} architectures evaluated ({s.get('failed')} failed{pruned}) in "
                      f"{(s.get('seconds') or 0):.0f} s; {len(m['finalists'])} finalist(s) retrained for "
                      f"{m['retrain']['epochs']} epoch(s)")
         lines.append(f"best ({m['dataset']}, finalist {m['best_finalist']}, {m['params']:,} params): "
-                     f"val AUC {v['auc']:.3f} ACC {v['acc']:.3f} | test AUC {t['auc']:.3f} ACC {t['acc']:.3f}"
-                     + (f" bal. ACC {t['balanced_acc']:.3f}" if "balanced_acc" in t else "")
-                     + (f" F0.5 {t['f05']:.3f}" if "f05" in t else "")
-                     + f" (majority baseline ACC {b['acc']:.3f}, AUC 0.500)")
-        for f in ("pareto.png", "best_arch.json", "best.pt", "metrics.json"):
+                     f"val {_fmt_metrics(v, [key])} | test {_fmt_metrics(t, keys)} "
+                     f"(trivial baseline {_fmt_metrics(b, [k for k in keys if k in b])})")
+        for f in ("pareto.png", "overlays.png", "best_arch.json", "best.pt", "metrics.json"):
             if (rd / f).exists():
                 lines.append(f"  {rd / f}")
     return "\n".join(lines)
@@ -106,7 +115,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from .nni_glue import register_tuners
+    from .engines.nnictl_tuner import register_tuners
 
     for name, cls in register_tuners():
         print(f"registered NNI tuner {name} -> {cls}")
@@ -174,6 +183,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mednas: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:   # disk full, permissions, a vanished folder: one line, the work done so far is kept
+        if args.debug:
+            raise
+        print(f"mednas: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e} (runtime error; "
+              "'mednas resume RUN_DIR' continues a search; --debug shows the traceback)", file=sys.stderr)
+        return 1
+    except (FloatingPointError, RuntimeError, ValueError) as e:   # e.g. a NaN loss while retraining
+        if args.debug:
+            raise
+        first = (str(e).splitlines() or [""])[0][:300]
+        print(f"mednas: {type(e).__name__}: {first} ('mednas resume RUN_DIR' continues; --debug shows the "
+              "traceback)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("mednas: interrupted; continue with 'mednas resume RUN_DIR' (the run directory is printed above "
               "and in runs/)", file=sys.stderr)

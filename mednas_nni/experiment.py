@@ -1,16 +1,21 @@
 """From a config to results: build the plugins, run the search, retrain the finalists, write the run directory.
 
-Phases (recorded in ``status.json`` so ``mednas resume`` knows where to go on):
+The data path of a run: config -> registry (data set, task, search space, strategy, exporter plugins) -> search
+(a multi-trial strategy on one of the engines of :mod:`mednas_nni.engines`, or a one-shot strategy's ``search``)
+-> finalists retrained and tested through the task -> run directory -> exporter. Phases (in ``status.json`` so
+``mednas resume`` knows where to go on):
 
-1. ``search``: the strategy plugin's :meth:`~mednas_nni.plugins.SearchDriver.run_search`; it persists its own
-   progress (``archs.jsonl``, ``strategy_state.pt``) so a resumed search evaluates nothing twice.
-2. ``retrain``: each finalist is trained with the evaluator recipe; ``finalists/<i>/result.json`` marks one
-   as done (a resumed run skips it).
-3. ``done``: the finalist with the best validation score is tested once; ``best_arch.json``, ``best.pt`` and
-   ``metrics.json`` are written; the exporter runs if the config has an ``export`` section.
+1. ``search``: progress is persisted as it goes (``archs.jsonl``, ``strategy_state.json``), so a resumed search
+   evaluates nothing twice.
+2. ``retrain``: each finalist is trained with the evaluator recipe through ``task.fit``; ``finalists/<i>/result.json``
+   marks one as done (a resumed run skips it).
+3. ``done``: the finalist with the best validation score (``evaluator.select_by``) is tested once; ``best_arch.json``,
+   ``best.pt`` and ``metrics.json`` (with the task's trivial baseline) are written, plus the task's figures
+   (segmentation: ``overlays.png``); the exporter runs if the config has an ``export`` section.
 """
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -25,8 +30,9 @@ from .errors import ConfigError, MedNASError, RunDirError, SearchError
 from .io import RunDir, atomic_torch_save, atomic_write_json, atomic_write_text, read_jsonl
 from .registry import get_plugin
 
-__all__ = ["RunContext", "run_search", "resume_search", "build_dataset", "build_space", "build_strategy",
-           "load_trained_model", "resolve_device", "seed_everything"]
+__all__ = ["RunContext", "run_search", "resume_search", "build_dataset", "build_task", "build_space",
+           "build_strategy", "load_trained", "load_trained_model", "resolve_device", "seed_everything",
+           "retrain_finalist", "choose_best"]
 
 _logger = logging.getLogger(__name__)
 
@@ -51,24 +57,31 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def _params(spec: Any) -> dict[str, Any]:
-    return dict(spec.params)
-
-
 def build_dataset(cfg: ExperimentConfig) -> Any:
-    cls = get_plugin("datasets", cfg.data.name)
-    return cls(**_params(cfg.data))
+    return get_plugin("datasets", cfg.data.name)(**dict(cfg.data.params))
 
 
-def build_space(cfg: ExperimentConfig, dataset: Any) -> Any:
+def build_task(cfg: ExperimentConfig, dataset: Any) -> Any:
+    name = cfg.task.name if cfg.task is not None else getattr(dataset, "default_task", "classification")
+    params = dict(cfg.task.params) if cfg.task is not None else {}
+    return get_plugin("tasks", name)(dataset.info, **params)
+
+
+def build_space(cfg: ExperimentConfig, dataset: Any, task: Any = None) -> Any:
     info = dataset.info
     cls = get_plugin("search_spaces", cfg.space.name)
-    return cls(in_channels=info.in_channels, num_classes=info.num_classes, **_params(cfg.space))
+    task_name = task.name if task is not None else info.task
+    supported = getattr(cls, "tasks", ("classification",))
+    if task_name not in supported:
+        raise ConfigError(f"{cfg.source}: space.name: '{cfg.space.name}' builds networks for "
+                          f"{' and '.join(supported)}, got data set '{info.name}' with task '{task_name}'")
+    return cls(spatial_dims=info.spatial_dims, in_channels=info.in_channels, out_channels=info.out_channels,
+               image_size=info.image_size, **dict(cfg.space.params))
 
 
 def build_strategy(cfg: ExperimentConfig) -> Any:
     cls = get_plugin("strategies", cfg.strategy.name)
-    params = _params(cfg.strategy)
+    params = dict(cfg.strategy.params)
     if "seed" in getattr(cls.Params, "model_fields", {}) and params.get("seed") is None:
         params["seed"] = cfg.run.seed
     return cls(**params)
@@ -76,17 +89,35 @@ def build_strategy(cfg: ExperimentConfig) -> Any:
 
 @dataclass
 class RunContext:
-    """Everything a strategy's ``run_search`` may use."""
+    """Everything a strategy, a trial or an exporter may use: the config, the run directory, the data set, the
+    task and the device."""
 
     cfg: ExperimentConfig
     run_dir: RunDir
     dataset: Any
+    task: Any
     device: str
     progress: bool = True
     _proxy_cache: dict[int, Any] = field(default_factory=dict)
 
+    @classmethod
+    def build(cls, cfg: ExperimentConfig, run_dir: RunDir) -> RunContext:
+        dataset = build_dataset(cfg)
+        task = build_task(cfg, dataset)
+        ctx = cls(cfg, run_dir, dataset, task, resolve_device(cfg.run.device), cfg.run.progress)
+        ctx.select_key   # a bad select_by fails now, before any search
+        return ctx
+
     def build_space(self) -> Any:
-        return build_space(self.cfg, self.dataset)
+        return build_space(self.cfg, self.dataset, self.task)
+
+    @property
+    def select_key(self) -> str:
+        """The metric the finalists are compared by (``evaluator.select_by`` without ``val_``)."""
+        try:
+            return self.task.select_key(self.cfg.evaluator.select_by)
+        except ConfigError as e:
+            raise ConfigError(f"{self.cfg.source}: {e}") from None
 
     def proxy_batch(self, n: int) -> tuple[Any, Any]:
         """One fixed batch of real training images (seeded by ``run.seed``) for zero-cost proxies."""
@@ -97,8 +128,8 @@ class RunContext:
             rng = np.random.default_rng(self.cfg.run.seed)
             idx = rng.choice(len(ds), size=min(n, len(ds)), replace=False)
             items = [ds[int(i)] for i in idx]
-            self._proxy_cache[n] = (torch.stack([x for x, _ in items]).float(),
-                                    torch.stack([torch.as_tensor(y) for _, y in items]).long())
+            self._proxy_cache[n] = (torch.stack([it["image"] for it in items]).float(),
+                                    torch.stack([torch.as_tensor(it["label"]) for it in items]).long())
         return self._proxy_cache[n]
 
 
@@ -129,41 +160,61 @@ def run_search(cfg: ExperimentConfig, run_dir: RunDir | None = None) -> RunDir:
         handler.close()
 
 
+def _search(ctx: RunContext) -> list[dict[str, Any]]:
+    from .engines.records import arch_hash
+
+    strategy = build_strategy(ctx.cfg)
+    if getattr(strategy, "family", None) == "multi-trial":
+        from .engines.multi_trial import run_multi_trial
+
+        return run_multi_trial(strategy, ctx)
+    if getattr(strategy, "family", None) == "one-shot":
+        space = ctx.build_space()
+        finalists = strategy.search(space, ctx.task, ctx.dataset, ctx)
+        out = []
+        for fin in finalists:
+            sample = space.canonicalize(fin["sample"])
+            out.append({**fin, "sample": sample, "hash": arch_hash(sample), "describe": space.describe(sample)})
+        return out
+    raise ConfigError(f"{ctx.cfg.source}: strategy.name: '{ctx.cfg.strategy.name}' is neither a multi-trial nor a "
+                      f"one-shot strategy (got {type(strategy).__name__})")
+
+
 def _run_phases(cfg: ExperimentConfig, rd: RunDir) -> RunDir:
     seed_everything(cfg.run.seed, cfg.run.deterministic)
-    device = resolve_device(cfg.run.device)
-    dataset = build_dataset(cfg)
-    ctx = RunContext(cfg, rd, dataset, device, cfg.run.progress)
+    ctx = RunContext.build(cfg, rd)
     status = rd.status()
-    t_search = status.get("search_seconds", 0.0)
     if status.get("phase", "search") == "search":
-        strategy = build_strategy(cfg)
         t0 = time.perf_counter()
-        finalists = strategy.run_search(ctx)
-        t_search += time.perf_counter() - t0
+        try:
+            finalists = _search(ctx)
+        finally:
+            rd.set_status(search_seconds=status.get("search_seconds", 0.0) + time.perf_counter() - t0)
         if not finalists:
             recs = read_jsonl(rd / RunDir.ARCHS)
             reason = next((r.get("error") for r in recs if r.get("status") == "failed"), "no architecture scored")
             raise SearchError(f"{rd.path}: the search produced no finalist ({len(recs)} evaluated, all failed); "
                               f"first reason: {reason}")
         atomic_write_json(rd / "finalists.json", finalists)
-        rd.set_status(phase="retrain", search_seconds=t_search, n_finalists=len(finalists))
+        rd.set_status(phase="retrain", n_finalists=len(finalists))
     finalists = _read_json(rd / "finalists.json")
     if rd.status().get("phase") == "retrain":
-        _retrain_all(ctx, finalists)
-        _choose_best(ctx, finalists)
+        for i, fin in enumerate(finalists):
+            if (rd / "finalists" / str(i) / "result.json").exists():
+                _logger.info("finalist %d already retrained; skipping", i)
+                continue
+            retrain_finalist(ctx, i, fin, n_finalists=len(finalists))
+        choose_best(ctx, finalists)
         rd.set_status(phase="export" if cfg.export else "done")
     if cfg.export and rd.status().get("phase") == "export":
-        exporter = get_plugin("exporters", cfg.export.name)(**_params(cfg.export))
-        report = exporter.export(rd, rd / "export")
+        exporter = get_plugin("exporters", cfg.export.name)(**dict(cfg.export.params))
+        report = exporter.export(load_trained(rd, ctx=ctx), rd / "export")
         atomic_write_json(rd / "export_report.json", report)
         rd.set_status(phase="done")
     return rd
 
 
 def _read_json(path: Path) -> Any:
-    import json
-
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -172,90 +223,70 @@ def _read_json(path: Path) -> Any:
         raise RunDirError(f"{path}: expected JSON, got a damaged file ({e})") from None
 
 
-def _retrain_all(ctx: RunContext, finalists: list[dict[str, Any]]) -> None:
-    for i, fin in enumerate(finalists):
-        if (ctx.run_dir / "finalists" / str(i) / "result.json").exists():
-            _logger.info("finalist %d already retrained; skipping", i)
-            continue
-        retrain_finalist(ctx, i, fin, n_finalists=len(finalists))
-
-
 def retrain_finalist(ctx: RunContext, i: int, fin: dict[str, Any], n_finalists: int = 1,
                      on_epoch: Any = None) -> dict[str, Any]:
-    """Retrain finalist ``i`` with the evaluator recipe; write ``finalists/<i>/model.pt`` and ``result.json``."""
-    from .evaluators.classification import train_classifier
-
-    ev, info = ctx.cfg.evaluator, ctx.dataset.info
+    """Retrain finalist ``i`` through the task; write ``finalists/<i>/model.pt`` and ``result.json``."""
     fdir = ctx.run_dir / "finalists" / str(i)
     seed_everything(ctx.cfg.run.seed + i, ctx.cfg.run.deterministic)
     model = ctx.build_space().freeze(fin["sample"])
     t0 = time.perf_counter()
-    out = train_classifier(
-        model, ctx.dataset.dataset("train", augment=ev.augment), ctx.dataset.dataset("val"), info.task,
-        epochs=ev.epochs, batch_size=ev.batch_size, lr=ev.lr, weight_decay=ev.weight_decay,
-        milestones=tuple(ev.milestones), gamma=ev.gamma, select_by=ev.select_by, device=ctx.device,
-        seed=ctx.cfg.run.seed + i, num_workers=ev.num_workers, max_batches_per_epoch=ev.max_batches_per_epoch,
-        on_epoch=on_epoch, progress=ctx.progress, desc=f"retrain finalist {i + 1}/{n_finalists}",
-        bn_batches=ev.bn_batches)
+    out = ctx.task.fit(model, ctx.dataset, ctx.cfg.evaluator, device=ctx.device, seed=ctx.cfg.run.seed + i,
+                       on_epoch=on_epoch, progress=ctx.progress, desc=f"retrain finalist {i + 1}/{n_finalists}")
     atomic_torch_save(out["best_state"], fdir / "model.pt")
     result = {"hash": fin["hash"], "sample": fin["sample"], "chosen_as": fin.get("chosen_as"),
               "best_epoch": out["best_epoch"], "val": out["val"], "history": out["history"],
               "seconds": time.perf_counter() - t0, "params": int(sum(p.numel() for p in model.parameters()))}
     atomic_write_json(fdir / "result.json", result)
-    _logger.info("finalist %d: val auc %.4f acc %.4f (epoch %d)", i, out["val"]["auc"], out["val"]["acc"],
-                 out["best_epoch"])
+    key = ctx.select_key
+    _logger.info("finalist %d: val %s %.4f (epoch %d)", i, key, out["val"][key], out["best_epoch"])
     return result
 
 
-def _choose_best(ctx: RunContext, finalists: list[dict[str, Any]], available: list[bool] | None = None) -> None:
+def choose_best(ctx: RunContext, finalists: list[dict[str, Any]], available: list[bool] | None = None) -> None:
+    """Pick the finalist with the best validation score, test it once, write best_arch/best.pt/metrics.json."""
     import shutil
 
     import torch
-
-    from .evaluators.classification import evaluate_classifier, majority_baseline
-
-    ev, info = ctx.cfg.evaluator, ctx.dataset.info
-    key = ev.select_by.removeprefix("val_")
-    idx = [i for i in range(len(finalists)) if available is None or available[i]]
-    results = {i: _read_json(ctx.run_dir / "finalists" / str(i) / "result.json") for i in idx}
-    best_i = max(idx, key=lambda i: (results[i]["val"][key], -i))
-    best = results[best_i]
-    space = ctx.build_space()
-    model = space.freeze(best["sample"])
-    model.load_state_dict(torch.load(ctx.run_dir / "finalists" / str(best_i) / "model.pt", weights_only=True))
     from torch.utils.data import DataLoader
 
-    test = evaluate_classifier(model.to(ctx.device), DataLoader(ctx.dataset.dataset("test"), batch_size=256),
-                               info.task, ctx.device)
-    y_train, y_test = ctx.dataset.arrays("train")[1], ctx.dataset.arrays("test")[1]
-    shutil.copyfile(ctx.run_dir / "finalists" / str(best_i) / "model.pt", ctx.run_dir / ".best.pt.tmp")
-    (ctx.run_dir / ".best.pt.tmp").replace(ctx.run_dir / RunDir.BEST_WEIGHTS)
-    atomic_write_json(ctx.run_dir / RunDir.BEST_ARCH, best["sample"])
-    archs = read_jsonl(ctx.run_dir / RunDir.ARCHS)
-    status = ctx.run_dir.status()
+    key, info, rd = ctx.select_key, ctx.dataset.info, ctx.run_dir
+    idx = [i for i in range(len(finalists)) if available is None or available[i]]
+    results = {i: _read_json(rd / "finalists" / str(i) / "result.json") for i in idx}
+    best_i = max(idx, key=lambda i: (results[i]["val"][key], -i))
+    best = results[best_i]
+    model = ctx.build_space().freeze(best["sample"])
+    model.load_state_dict(torch.load(rd / "finalists" / str(best_i) / "model.pt", weights_only=True))
+    model = model.to(ctx.device)
+    test = ctx.task.evaluate(model, DataLoader(ctx.dataset.dataset("test"), batch_size=256), ctx.device)
+    shutil.copyfile(rd / "finalists" / str(best_i) / "model.pt", rd / ".best.pt.tmp")
+    (rd / ".best.pt.tmp").replace(rd / RunDir.BEST_WEIGHTS)
+    atomic_write_json(rd / RunDir.BEST_ARCH, best["sample"])
+    archs = read_jsonl(rd / RunDir.ARCHS)
+    status = rd.status()
     metrics = {
-        "dataset": info.name, "task": info.task, "space": ctx.cfg.space.name, "strategy": ctx.cfg.strategy.name,
-        "best_finalist": best_i, "selected_by": ev.select_by, "best_epoch": best["best_epoch"],
-        "val": best["val"], "test": test,
-        "majority_baseline_test": majority_baseline(y_train, y_test, info.task),
+        "dataset": info.name, "task": ctx.task.name, "space": ctx.cfg.space.name, "strategy": ctx.cfg.strategy.name,
+        "best_finalist": best_i, "selected_by": f"val_{key}", "best_epoch": best["best_epoch"],
+        "val": best["val"], "test": test, "baseline_test": ctx.task.baseline(ctx.dataset, "test"),
         "params": best["params"],
         "finalists": [{"index": i, "chosen_as": r.get("chosen_as"), "hash": r["hash"], "val": r["val"],
                        "best_epoch": r["best_epoch"], "params": r["params"]} for i, r in results.items()],
-        "search": {"evaluated": sum(r.get("status") != "invalid" for r in archs),
+        "search": {"evaluated": sum(r.get("status") in ("ok", "failed") for r in archs),
                    "failed": sum(r.get("status") == "failed" for r in archs),
                    "pruned": sum(r.get("status") == "invalid" for r in archs),
                    "seconds": status.get("search_seconds")},
-        "retrain": {"epochs": ev.epochs, "seconds": sum(r["seconds"] for r in results.values())},
+        "retrain": {"epochs": ctx.cfg.evaluator.epochs, "seconds": sum(r["seconds"] for r in results.values())},
         "device": ctx.device, "seed": ctx.cfg.run.seed,
     }
-    atomic_write_json(ctx.run_dir / RunDir.METRICS, metrics)
+    atomic_write_json(rd / RunDir.METRICS, metrics)
+    figures = ctx.task.write_figures(model, ctx.dataset, rd, ctx.device)
+    for f in figures:
+        _logger.info("wrote %s", f)
 
 
 def resume_search(path: str | Path) -> RunDir:
     """Continue an interrupted run from its ``config.resolved.yaml`` and saved progress."""
     rd = RunDir.open(path)
-    phase = rd.status().get("phase")
-    if phase == "done":
+    if rd.status().get("phase") == "done":
         _logger.info("%s is already complete; nothing to resume", rd.path)
         return rd
     try:
@@ -265,21 +296,35 @@ def resume_search(path: str | Path) -> RunDir:
     return run_search(cfg, rd)
 
 
-def load_trained_model(path: str | Path) -> tuple[Any, ExperimentConfig, Any]:
-    """``(model, cfg, dataset)`` for a finished run: the frozen best architecture with its trained weights."""
+def load_trained(path: str | Path, ctx: RunContext | None = None) -> Any:
+    """The finished run's best model as a :class:`~mednas_nni.contracts.TrainedModel` (loaded once)."""
     import torch
+
+    from .contracts import TrainedModel
 
     rd = RunDir.open(path)
     for f in (RunDir.BEST_ARCH, RunDir.BEST_WEIGHTS):
         if not (rd / f).is_file():
             raise RunDirError(f"{rd.path}: expected {f} (written when a run finishes), got none; "
                               f"finish the run with 'mednas resume {rd.path}'")
-    cfg = load_config(rd / RunDir.CONFIG)
-    dataset = build_dataset(cfg)
-    model = build_space(cfg, dataset).freeze(_read_json(rd / RunDir.BEST_ARCH))
+    if ctx is None:
+        cfg = load_config(rd / RunDir.CONFIG)
+        cfg.run.progress = False
+        ctx = RunContext.build(cfg, rd)
+    space = ctx.build_space()
+    sample = _read_json(rd / RunDir.BEST_ARCH)
+    model = space.freeze(sample)
     try:
         model.load_state_dict(torch.load(rd / RunDir.BEST_WEIGHTS, map_location="cpu", weights_only=True))
     except Exception as e:  # noqa: BLE001 - a damaged or foreign weights file
         raise RunDirError(f"{rd / RunDir.BEST_WEIGHTS}: expected the state_dict of best_arch.json, got an "
                           f"incompatible file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    return model.eval(), cfg, dataset
+    metrics = _read_json(rd / RunDir.METRICS) if (rd / RunDir.METRICS).exists() else {}
+    return TrainedModel(model=model.cpu().eval(), task=ctx.task, dataset=ctx.dataset, sample=sample, cfg=ctx.cfg,
+                        run_dir=rd.path, metrics=metrics, space=space)
+
+
+def load_trained_model(path: str | Path) -> tuple[Any, ExperimentConfig, Any]:
+    """``(model, cfg, dataset)`` for a finished run: the frozen best architecture with its trained weights."""
+    t = load_trained(path)
+    return t.model, t.cfg, t.dataset

@@ -17,6 +17,7 @@ architecture failed (infeasible for NSGA-II) and the search goes on.
 """
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import pickle
@@ -25,20 +26,15 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
-import nni
-from nni.nas.execution.event import FinalMetricEvent, ModelEventType, TrainingEndEvent
-from nni.nas.space import ModelStatus
-from nni.nas.strategy.base import Strategy
 from pydantic import Field, field_validator, model_validator
 from pymoo.core.evaluator import Evaluator as _PymooEvaluator
 from pymoo.core.problem import Problem
 from pymoo.problems.static import StaticProblem
 
-from mednas_nni.plugins import PluginParams, SearchDriver
+from mednas_nni.contracts import MultiTrialStrategy, PluginParams, TrialResult, TrialSpec
+from mednas_nni.errors import MedNASError
 
-from ._utils import arch_hash, categorical_space, decode
-
-__all__ = ["ZeroCostNSGA2", "ZeroCostNSGA2Params", "Objective", "score_model", "score_architecture", "pareto_mask",
+__all__ = ["ZeroCostNSGA2", "ZeroCostNSGA2Params", "Objective", "score_model", "score_trial", "pareto_mask",
            "choose_finalists"]
 
 _logger = logging.getLogger(__name__)
@@ -135,15 +131,36 @@ def score_model(model: Any, inputs: Any, targets: Any, proxies: list[str], devic
     return out
 
 
-def score_architecture(model: Any, inputs: Any, targets: Any, proxies: list[str], device: str = "cpu",
-                       init_seed: int | None = 0) -> None:
-    """NNI evaluator function: :func:`score_model`, reported as NNI's final metric.
+class ProxyScoreError(MedNASError):
+    """An architecture whose zero-cost scores could not be computed or are not finite (recorded as failed)."""
 
-    The metric dict has ``default`` (the first proxy, ``-inf`` on failure) plus every proxy (or ``error``),
-    so the strategy sees all objectives and why an architecture failed.
+
+def score_trial(model: Any, ctx: Any, report: Callable[[dict[str, Any]], None], *, proxies: list[str],
+                objectives: list[str], proxy_batch_size: int = 64, init_seed: int | None = 0) -> dict[str, Any]:
+    """Trial function: zero-cost scores of one frozen model (see :func:`score_model`) as the final metrics.
+
+    ``default`` (what NNI's web UI plots) is bounded in [0, 1]: the share of the architectures scored before in
+    this run whose first objective is worse than this one's (0.5 for the first), so trials compare on one scale.
+    A failure or a non-finite objective raises :class:`ProxyScoreError` (the trial is recorded as failed).
     """
-    scores = score_model(model, inputs, targets, proxies, device, init_seed)
-    nni.report_final_result({"default": scores.get(proxies[0], float("-inf")), **scores})
+    inputs, targets = ctx.proxy_batch(proxy_batch_size)
+    scores = score_model(model, inputs, targets, proxies, ctx.device, init_seed)
+    if "error" in scores:
+        raise ProxyScoreError(scores["error"])
+    for spec in objectives:
+        name = Objective(spec).name
+        if not _finite(scores.get(name)):
+            raise ProxyScoreError(f"proxy {name} is not finite ({scores.get(name)})")
+    return {"default": _percentile(ctx, Objective(objectives[0]), scores), **scores}
+
+
+def _percentile(ctx: Any, first: Objective, scores: dict[str, Any]) -> float:
+    from mednas_nni.io import RunDir, read_jsonl
+
+    mine = first.to_min(scores[first.name])
+    before = [first.to_min(r["metrics"][first.name]) for r in read_jsonl(ctx.run_dir / RunDir.ARCHS)
+              if r.get("status") == "ok" and _finite((r.get("metrics") or {}).get(first.name))]
+    return float(np.mean([mine < b for b in before])) if before else 0.5
 
 
 class _IntegerProblem(Problem):
@@ -192,95 +209,46 @@ def choose_finalists(F: np.ndarray, knee: bool, top_k: int, rank_col: int | None
 
 
 # ---------------------------------------------------------------------------------------------------- strategy
-class ZeroCostNSGA2(Strategy, SearchDriver):
-    """Zero-cost NSGA-II/MOEA-D search (MedNAS / MSTF-NAS): training-free proxies, pymoo ask/tell, NNI engine."""
+class ZeroCostNSGA2(MultiTrialStrategy):
+    """Zero-cost NSGA-II/MOEA-D search (MedNAS / MSTF-NAS): training-free proxies, pymoo ask/tell."""
 
     name = "zc_nsga2"
     Params = ZeroCostNSGA2Params
 
-    def __init__(self, *, algorithm: str = "nsga2", pop_size: int = 20, generations: int = 10,
-                 objectives: list[str] | None = None, proxy_batch_size: int = 64, crossover_prob: float = 0.9,
-                 crossover_eta: float = 15.0, mutation_eta: float = 20.0, top_k: int = 1, knee: bool = True,
-                 rank_by: str = "mean_rank", seed: int | None = None):
-        super().__init__()
-        params = ZeroCostNSGA2Params(algorithm=algorithm, pop_size=pop_size, generations=generations,
-                                     objectives=objectives or ZeroCostNSGA2Params().objectives,
-                                     proxy_batch_size=proxy_batch_size, crossover_prob=crossover_prob,
-                                     crossover_eta=crossover_eta, mutation_eta=mutation_eta, top_k=top_k,
-                                     knee=knee, rank_by=rank_by, seed=seed)
-        self.params = params
-        self.objectives = [Objective(o) for o in params.objectives]
-        self.seed = 0 if seed is None else seed
-        # hash -> record {hash, sample, status: ok|failed, scores, error, generation}
-        self.cache: dict[str, dict[str, Any]] = {}
+    def __init__(self, **params: Any):
+        self.params = ZeroCostNSGA2Params(**params)
+        self.objectives = [Objective(o) for o in self.params.objectives]
+        self.seed = 0 if self.params.seed is None else self.params.seed
         self.generation = 0
-        self.cache_hits = 0
+        self.scored: dict[str, list[float]] = {}     # hash -> objective vector (minimisation form) of every ok arch
         self._algorithm: Any = None
         self._asked: Any = None
         self._snapshot: bytes | None = None
-        self._pending: dict[str, dict[str, Any]] = {}
-        # Hooks set by run_search (persistence, progress); None when used directly from Python.
-        self.on_record: Callable[[dict[str, Any]], None] | None = None
-        self.on_generation: Callable[[ZeroCostNSGA2], None] | None = None
-        self.progress: Any = None
+        self._labels: dict[str, list[Any]] = {}
 
-    def extra_repr(self) -> str:
+    def __repr__(self) -> str:
         p = self.params
-        return (f"algorithm={p.algorithm!r}, pop_size={p.pop_size}, generations={p.generations}, "
-                f"objectives={p.objectives}, seed={self.seed}")
-
-    # ------------------------------------------------------------------ NNI strategy protocol
-    def _initialize(self, model_space: Any, engine: Any) -> Any:
-        engine.register_model_event_callback(ModelEventType.FinalMetric, self._on_final)
-        engine.register_model_event_callback(ModelEventType.TrainingEnd, self._on_end)
-        return model_space
-
-    def _cleanup(self) -> None:
-        self.engine.unregister_model_event_callback(ModelEventType.FinalMetric, self._on_final)
-        self.engine.unregister_model_event_callback(ModelEventType.TrainingEnd, self._on_end)
-
-    def _on_final(self, event: FinalMetricEvent) -> None:
-        # The raw dict (all proxies), before NNI's Metrics keeps only 'default'.
-        h = arch_hash(event.model.sample)
-        if h in self._pending:
-            self._pending[h]["metric"] = event.metric
-
-    def _on_end(self, event: TrainingEndEvent) -> None:
-        h = arch_hash(event.model.sample)
-        pend = self._pending.pop(h, None)
-        if pend is None:
-            return
-        metric = pend.get("metric") if isinstance(pend.get("metric"), dict) else {}
-        error = None if event.status == ModelStatus.Trained else f"evaluation ended with status {event.status.value}"
-        self.record_result(event.model.sample, metric, pend["generation"], error)
-
-    def record_result(self, sample: dict[str, Any], metric: dict[str, Any], generation: int,
-                      error: str | None = None) -> dict[str, Any]:
-        """Turn one evaluation's raw metric dict into a cache record (``ok`` or ``failed`` with the reason)."""
-        rec: dict[str, Any] = {"hash": arch_hash(sample), "sample": sample, "generation": generation,
-                               "seconds": metric.get("seconds")}
-        needed = [o.name for o in self.objectives]
-        if error is not None:
-            rec.update(status="failed", error=error)
-        elif "error" in metric:
-            rec.update(status="failed", error=str(metric["error"]))
-        elif any(not _finite(metric.get(k)) for k in needed):
-            bad = next(k for k in needed if not _finite(metric.get(k)))
-            rec.update(status="failed", error=f"proxy {bad} is not finite ({metric.get(bad)})")
-        else:
-            rec.update(status="ok", scores={k: float(v) for k, v in metric.items()
-                                            if k not in ("default", "seconds") and _finite(v)})
-        self._record(rec)
-        return rec
-
-    def _record(self, rec: dict[str, Any]) -> None:
-        self.cache[rec["hash"]] = rec
-        if self.on_record is not None:
-            self.on_record(rec)
+        return (f"ZeroCostNSGA2(algorithm={p.algorithm!r}, pop_size={p.pop_size}, generations={p.generations}, "
+                f"objectives={p.objectives}, seed={self.seed})")
 
     def _proxies(self) -> list[str]:
         names = [o.name for o in self.objectives]
         return names + [p for p in ("params", "flops") if p not in names]
+
+    # ------------------------------------------------------------------ contract
+    def setup(self, space: Any, ctx: Any, reject: Callable[[dict[str, Any], str], None]) -> None:
+        super().setup(space, ctx, reject)
+        self._labels = space.label_values()
+
+    def trial(self, ctx: Any) -> TrialSpec:
+        return TrialSpec("mednas_nni.strategies.zc_nsga2:score_trial",
+                         kwargs={"proxies": self._proxies(), "objectives": list(self.params.objectives),
+                                 "proxy_batch_size": self.params.proxy_batch_size, "init_seed": self.seed},
+                         default_meaning=(f"share of the architectures scored before whose {self.objectives[0]} "
+                                          "is worse (0..1, zero-cost phase); the proxies are named keys"))
+
+    def progress_total(self) -> int | None:
+        return self.params.pop_size * self.params.generations
 
     def _build_algorithm(self, n_labels: list[int]) -> Any:
         from pymoo.algorithms.moo.moead import MOEAD
@@ -307,115 +275,64 @@ class ZeroCostNSGA2(Strategy, SearchDriver):
         algo.setup(problem, termination=("n_gen", p.generations), seed=self.seed, verbose=False)
         return algo
 
-    def ask_generation(self, label_values: dict[str, list[Any]]) -> list[dict[str, Any]] | None:
-        """The next generation's architectures (pymoo ``ask``), or None when the search is finished."""
+    def propose(self) -> list[dict[str, Any]] | None:
+        """The next generation (pymoo ``ask``), or None when the search is finished."""
         if self._algorithm is None:
-            self._algorithm = self._build_algorithm([len(v) for v in label_values.values()])
+            self._algorithm = self._build_algorithm([len(v) for v in self._labels.values()])
             self._snapshot = pickle.dumps(self._algorithm)
         if not self._algorithm.has_next():
             return None
         self._asked = self._algorithm.ask()
         X = np.atleast_2d(np.asarray(self._asked.get("X"))).round().astype(int)
-        return [decode(label_values, x) for x in X]
+        return [{k: vals[int(i)] for (k, vals), i in zip(self._labels.items(), x)} for x in X]
 
-    def tell_generation(self, samples: list[dict[str, Any]]) -> None:
-        """Give pymoo the scores of the asked generation (every sample must be in the cache)."""
-        F, G = self._objective_matrix(samples)
+    def observe(self, results: list[TrialResult]) -> None:
+        """pymoo ``tell``: objectives of the asked generation (failed architectures are infeasible)."""
+        F = np.zeros((len(results), len(self.objectives)))
+        ok = np.array([r.ok for r in results])
+        for i, r in enumerate(results):
+            if r.ok:
+                F[i] = [o.to_min(r.metrics[o.name]) for o in self.objectives]
+                self.scored.setdefault(r.hash, F[i].tolist())
+        if self.params.algorithm == "nsga2":
+            G: np.ndarray | None = np.where(ok, -1.0, 1.0)[:, None]
+        else:
+            good = np.asarray(list(self.scored.values())) if self.scored else np.zeros((1, len(self.objectives)))
+            worst = good.max(axis=0)
+            F[~ok] = worst + np.abs(worst) + 1.0               # MOEA/D: failed get a penalty beyond the worst
+            G = None
         problem = self._algorithm.problem
         _PymooEvaluator().eval(StaticProblem(problem, F=F, G=G) if G is not None else StaticProblem(problem, F=F),
                                self._asked)
         self._algorithm.tell(infills=self._asked)
         self._asked = None
-        # pymoo's own generation counter: NSGA-II asks a whole population at a time, MOEA/D (loop-wise)
-        # one offspring per ask, so a MOEA/D generation spans pop_size ask/tell rounds.
-        # (pymoo counts the initial population as generation 1 and increments after each tell.)
+        # pymoo counts the initial population as generation 1 and increments after each tell; MOEA/D (loop-wise)
+        # asks one offspring at a time, so a MOEA/D generation spans pop_size ask/tell rounds.
         self.generation = max(0, int(self._algorithm.n_gen or 1) - 1)
-        # Checkpoints hold the algorithm as of the last completed generation (before the next ask), so a
-        # resumed search asks the same offspring again and the cache skips those already scored.
-        # pymoo's loop-wise MOEA/D holds a live generator inside a generation: snapshot only at boundaries.
+        # The state holds the algorithm as of the last completed batch; pymoo's loop-wise MOEA/D holds a live
+        # generator inside a generation, so it is snapshot at generation boundaries only.
         try:
             self._snapshot = pickle.dumps(self._algorithm)
         except TypeError:
             pass
-        if self.on_generation is not None:
-            self.on_generation(self)
-
-    def _run(self) -> None:
-        label_values = categorical_space(self.model_space)
-        while (samples := self.ask_generation(label_values)) is not None:
-            exhausted = False
-            for sample in samples:
-                h = arch_hash(sample)
-                if h in self.cache:
-                    self.cache_hits += 1
-                    self._tick()
-                    continue
-                if h in self._pending:
-                    continue
-                if not self.wait_for_resource():
-                    _logger.warning("NNI budget used up during generation %d; stopping the search", self.generation)
-                    exhausted = True
-                    break
-                self._pending[h] = {"generation": self.generation}
-                self.engine.submit_models(self.model_space.freeze(sample))
-                self._tick()
-            self.engine.wait_models()
-            if exhausted:
-                break
-            self.tell_generation(samples)
-        ok = self.scored()
-        _logger.info("search done: %d architectures scored (%d failed), %d cache hits, %d generations",
-                     len(self.cache), len(self.cache) - len(ok), self.cache_hits, self.generation)
-
-    def _tick(self) -> None:
-        if self.progress is not None:
-            self.progress.update(1)
-            best = self.best_scores()
-            if best:
-                self.progress.set_postfix(gen=self.generation, **{k: f"{v:.3g}" for k, v in best.items()})
-
-    def _objective_matrix(self, samples: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]:
-        recs = [self.cache[arch_hash(s)] for s in samples]
-        F = np.zeros((len(recs), len(self.objectives)))
-        ok = np.array([r["status"] == "ok" for r in recs])
-        for i, r in enumerate(recs):
-            if r["status"] == "ok":
-                F[i] = [o.to_min(r["scores"][o.name]) for o in self.objectives]
-        if self.params.algorithm == "nsga2":
-            return F, np.where(ok, -1.0, 1.0)[:, None]          # failed: infeasible
-        good = [self.cache[h] for h in self.cache if self.cache[h]["status"] == "ok"]
-        worst = (np.max([[o.to_min(r["scores"][o.name]) for o in self.objectives] for r in good], axis=0)
-                 if good else np.zeros(len(self.objectives)))
-        F[~ok] = worst + np.abs(worst) + 1.0                     # MOEA/D: failed get a penalty beyond the worst
-        return F, None
 
     # ------------------------------------------------------------------ results
-    def scored(self) -> list[dict[str, Any]]:
-        return [r for r in self.cache.values() if r["status"] == "ok"]
-
-    def best_scores(self) -> dict[str, float]:
-        ok = self.scored()
-        if not ok:
-            return {}
-        out = {}
-        for o in self.objectives:
-            vals = [r["scores"][o.name] for r in ok]
-            out[o.name] = max(vals) if o.goal == "max" else min(vals)
-        return out
+    def _ok(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in records if r["status"] == "ok"]
 
     def objective_matrix(self, records: list[dict[str, Any]]) -> np.ndarray:
-        return np.array([[o.to_min(r["scores"][o.name]) for o in self.objectives] for r in records], dtype=float)
+        return np.array([[o.to_min(r["metrics"][o.name]) for o in self.objectives] for r in records], dtype=float)
 
-    def pareto_front(self) -> list[dict[str, Any]]:
+    def pareto_front(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Non-dominated architectures among everything scored (not only the last population)."""
-        ok = self.scored()
+        ok = self._ok(records)
         if not ok:
             return []
         mask = pareto_mask(self.objective_matrix(ok))
         return [r for r, m in zip(ok, mask) if m]
 
-    def finalists(self) -> list[dict[str, Any]]:
-        front = self.pareto_front()
+    def finalists(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        front = self.pareto_front(records)
         if not front:
             return []
         names = [o.name for o in self.objectives]
@@ -427,69 +344,31 @@ class ZeroCostNSGA2(Strategy, SearchDriver):
             out.append({**front[i], "chosen_as": why})
         return out
 
-    # ------------------------------------------------------------------ resume
-    def state_dict(self) -> dict[str, Any]:
-        return {"version": 1, "generation": self.generation, "cache": dict(self.cache),
-                "cache_hits": self.cache_hits, "params": self.params.model_dump(),
-                "algorithm": self._snapshot}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict.get("version") != 1:
-            raise ValueError(f"strategy state: expected version 1, got {state_dict.get('version')!r}")
-        self.generation = int(state_dict["generation"])
-        self.cache = dict(state_dict["cache"])
-        self.cache_hits = int(state_dict.get("cache_hits", 0))
-        self._snapshot = state_dict.get("algorithm")
-        self._algorithm = pickle.loads(self._snapshot) if self._snapshot is not None else None
-
-    # ------------------------------------------------------------------ mednas driver
-    def attach_run_dir(self, rd: Any) -> None:
-        """Restore progress from a run directory and persist to it from now on (``mednas search`` and the nnictl
-        tuner): ``strategy_state.pt`` plus ``archs.jsonl``, which is authoritative (it also holds what was scored
-        after the last state checkpoint); every new record is appended, every generation checkpointed."""
-        import torch
-
-        from mednas_nni.io import RunDir, append_jsonl, atomic_torch_save, read_jsonl
-
-        if (rd / RunDir.STATE).exists():
-            self.load_state_dict(torch.load(rd / RunDir.STATE, weights_only=False))
-        for rec in read_jsonl(rd / RunDir.ARCHS):
-            self.cache.setdefault(rec["hash"], rec)
-        if self.cache:
-            _logger.info("resuming: %d architectures already scored, generation %d", len(self.cache), self.generation)
-        self.on_record = lambda rec: append_jsonl(rd / RunDir.ARCHS, rec)
-        self.on_generation = lambda s: atomic_torch_save(s.state_dict(), rd / RunDir.STATE)
-
-    def run_search(self, ctx: Any) -> list[dict[str, Any]]:
-        """Run (or resume) inside a run directory: archs.jsonl, strategy_state.pt, pareto.csv/png."""
-        from nni.nas.evaluator import FunctionalEvaluator
-        from nni.nas.execution import SequentialExecutionEngine
-        from nni.nas.space import RawFormatModelSpace
-        from tqdm.auto import tqdm
-
+    def write_outputs(self, ctx: Any, records: list[dict[str, Any]], finalists: list[dict[str, Any]]) -> None:
         from ._report import write_pareto
 
-        rd = ctx.run_dir
-        self.attach_run_dir(rd)
-        if self.params.seed is None:
-            self.seed = ctx.cfg.run.seed
-        inputs, targets = ctx.proxy_batch(self.params.proxy_batch_size)
-        evaluator = FunctionalEvaluator(score_architecture, inputs=inputs, targets=targets,
-                                        proxies=self._proxies(), device=ctx.device, init_seed=self.seed)
-        space = RawFormatModelSpace.from_model(ctx.build_space(), evaluator)
-        engine = SequentialExecutionEngine(continue_on_failure=True)
-        total = self.params.pop_size * self.params.generations
-        with tqdm(total=total, initial=min(total, self.generation * self.params.pop_size), unit="arch",
-                  desc=f"zc_{self.params.algorithm}", disable=not ctx.progress, dynamic_ncols=True) as bar:
-            self.progress = bar
-            try:
-                self(space, engine)
-            finally:
-                self.progress = None
-        finalists = self.finalists()
-        write_pareto(rd, self, finalists)
-        return finalists
+        write_pareto(ctx.run_dir, self, records, finalists)
+
+    def progress_postfix(self) -> dict[str, Any]:
+        if not self.scored:
+            return {"gen": self.generation}
+        best = np.asarray(list(self.scored.values())).min(axis=0)
+        return {"gen": self.generation, **{o.name: f"{o.to_min(b):.3g}" for o, b in zip(self.objectives, best)}}
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        # NOTE: pymoo's algorithm object is kept as a pickle inside the JSON state (its population, RNG and
+        # operators); rebuilding it from plain data is the hardening issue's work.
+        return {"generation": self.generation, "scored": self.scored,
+                "algorithm": base64.b64encode(self._snapshot).decode("ascii") if self._snapshot else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generation = int(state["generation"])
+        self.scored = {h: list(v) for h, v in state.get("scored", {}).items()}
+        raw = state.get("algorithm")
+        self._snapshot = base64.b64decode(raw) if raw else None
+        self._algorithm = pickle.loads(self._snapshot) if self._snapshot is not None else None
 
 
 def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

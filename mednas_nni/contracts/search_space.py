@@ -69,6 +69,11 @@ class SearchSpace:
         """``(ok, reason)``: False for samples whose network cannot run (never trained, recorded ``invalid``)."""
         return True, ""
 
+    def active_part(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """The labels of ``sample`` that shape the network (shown as a trial's parameters). Default: all of them;
+        spaces with inactive genes leave those out."""
+        return dict(sample)
+
     def describe(self, sample: dict[str, Any]) -> str:
         """A short human string for ``sample`` (shown in logs, the web UI and the model card)."""
         return ", ".join(f"{k}={v}" for k, v in sample.items())

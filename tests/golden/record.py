@@ -36,7 +36,7 @@ def summarise(rd: Path) -> dict:
     metrics = json.loads((rd / "metrics.json").read_text())
     finalists = json.loads((rd / "finalists.json").read_text())
     return {
-        "archs": {r["hash"]: {"status": r["status"], "sample": r["sample"],
+        "archs": {r["hash"]: {"status": r["status"], "sample": r["sample"], "metrics": r.get("metrics"),
                               "scores": r.get("scores"), "fitness": r.get("fitness")} for r in archs},
         "finalists": [f["hash"] for f in finalists],
         "best_arch": json.loads((rd / "best_arch.json").read_text()),
@@ -57,7 +57,8 @@ def run(name: str, engine_overrides: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    legacy_engine = ["strategy.params.engine=sequential"]     # the pre-Core-v2 place of the engine switch
+    # the engine switch was strategy.params.engine=sequential before Core v2 (when the golden file was recorded)
+    legacy_engine = ["engine.kind=sequential"]
     out = {"zc_nsga2_breastmnist": run("zc_nsga2_breastmnist"),
            "genas_wf_mhsma": run("genas_wf_mhsma", legacy_engine)}
     Path(sys.argv[1]).write_text(json.dumps(out, indent=1, sort_keys=True))
