@@ -17,17 +17,23 @@ Chromosome (labels are stable public API; architecture JSON keys on them)
 
 Only layers ``i < depth`` exist in the network. Genes of layers ``>= depth`` are *inactive*: they do not change the
 network, so :meth:`GeNASCNNSpace.canonicalize` resets them to their first value and equal networks get equal
-architecture dicts (and equal :func:`~mednas_nni.strategies._utils.arch_hash`). Every mutable of ``simplify()``
+architecture dicts (and equal hashes). Every mutable of ``simplify()``
 is an ``nni.mutable.Categorical``.
 
 Network (for a sample)
 ----------------------
 ``depth`` x [Conv2d(k, stride s, padding 0 ('valid') or k//2 ('same'), no bias) -> BatchNorm2d -> ReLU ->
 optional 2x2 pooling], then the global average over H, W (``x.mean((2, 3))``), dropout and a linear layer to
-``num_classes`` logits. With ``valid`` padding a conv maps H to ``floor((H - k) / s) + 1`` and a pooling gene maps
-H to ``floor(H / 2)``; deep or strided chromosomes therefore shrink the image to nothing. Such architectures are
-*invalid*: :meth:`GeNASCNNSpace.is_valid` is False exactly when some size in :meth:`~GeNASCNNSpace.spatial_sizes`
-is ``<= 0`` (then the forward pass fails), and the ``genas_wf`` strategy prunes them before any training.
+``out_channels`` logits (one per class). With ``valid`` padding a conv maps H to ``floor((H - k) / s) + 1`` and a
+pooling gene maps H to ``floor(H / 2)``; deep or strided chromosomes therefore shrink the image to nothing. Such
+architectures are *invalid*: :meth:`GeNASCNNSpace.is_valid` (for the constructor's ``image_size``) is
+``(False, reason)`` exactly when some size in :meth:`~GeNASCNNSpace.spatial_sizes` is ``<= 0`` (then the forward
+pass fails), and strategies prune them before any training.
+
+Genetic operators
+-----------------
+:meth:`GeNASCNNSpace.crossover` (one-point, over the layer list) and :meth:`GeNASCNNSpace.mutate` (per active gene)
+are :func:`~.genas_operators.one_point_crossover` and :func:`~.genas_operators.mutate` on this space's labels.
 
 Freezing
 --------
@@ -48,22 +54,21 @@ from nni.nas.space import current_model, model_context
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
-from mednas_nni.plugins import PluginParams
+from mednas_nni.contracts import PluginParams, SearchSpace
+
+from . import genas_operators
+from ._common import check_image_size, check_spatial_dims, resolve_out_channels
+from .genas_chromosome import (POOL_TYPES, _layers, arch_labels, canonicalize, describe_arch, describe_short,
+                               layer_labels, make_label_values, spatial_sizes)
 
 __all__ = ["GeNASCNNParams", "GeNASCNNSpace", "GeNASCNN", "layer_labels", "arch_labels", "spatial_sizes",
-           "canonicalize", "make_label_values", "describe_arch", "POOL_TYPES"]
+           "canonicalize", "make_label_values", "describe_arch", "describe_short", "POOL_TYPES"]
 
 _logger = logging.getLogger(__name__)
 
-POOL_TYPES = ("none", "max", "avg")
-"""Values a ``layer{i}/pool`` gene may take."""
-
-_DEFAULTS: Dict[str, Any] = dict(max_depth=6, min_depth=2, filters=(8, 16, 32, 64), kernels=(3, 5, 7, 1),
-                                 strides=(1, 2), pools=("none", "max"), dropouts=(0.0, 0.25, 0.5), padding="valid")
-
 
 class GeNASCNNParams(PluginParams):
-    """Config ``params`` of the ``genas_cnn`` space (``in_channels``/``num_classes`` come from the data set).
+    """Config ``params`` of the ``genas_cnn`` space (``in_channels``/``out_channels`` come from the data set).
 
     Every default is ours (the paper's gene values are not available).
     """
@@ -116,76 +121,6 @@ class GeNASCNNParams(PluginParams):
         return self
 
 
-def layer_labels(i: int) -> List[str]:
-    """The gene labels of conv layer ``i`` (0-based), in ``simplify()`` order."""
-    return [f"layer{i}/filters", f"layer{i}/kernel", f"layer{i}/stride", f"layer{i}/pool"]
-
-
-def arch_labels(max_depth: int) -> List[str]:
-    """All labels of a space with ``max_depth`` layers, in ``simplify()`` order."""
-    out = ["depth"]
-    for i in range(max_depth):
-        out += layer_labels(i)
-    return out + ["head/dropout"]
-
-
-def make_label_values(max_depth: int, min_depth: int, filters: Sequence[int], kernels: Sequence[int],
-                      strides: Sequence[int], pools: Sequence[str], dropouts: Sequence[float]) -> Dict[str, List[Any]]:
-    """``{label: values}`` of a space, in ``simplify()`` order."""
-    out: Dict[str, List[Any]] = {"depth": list(range(min_depth, max_depth + 1))}
-    for i in range(max_depth):
-        for label, values in zip(layer_labels(i), (filters, kernels, strides, pools)):
-            out[label] = list(values)
-    out["head/dropout"] = [float(v) for v in dropouts]
-    return out
-
-
-def _match(values: List[Any], x: Any) -> Any:
-    # JSON round trips through NNI's manager (JavaScript) turn 0.0 into 0: map a value back to the space's own
-    # object so that equal architectures always serialise (and hash) the same way.
-    for v in values:
-        if v == x and not isinstance(v, bool):
-            return v
-    return x
-
-
-def canonicalize(sample: Dict[str, Any], label_values: Dict[str, List[Any]]) -> Dict[str, Any]:
-    """The canonical form of an architecture dict (see :meth:`GeNASCNNSpace.canonicalize`)."""
-    depth = int(sample["depth"])
-    out: Dict[str, Any] = {}
-    for label, values in label_values.items():
-        if label.startswith("layer") and int(label[5:label.index("/")]) >= depth:
-            out[label] = values[0]
-        else:
-            out[label] = _match(values, sample[label])
-    return out
-
-
-def _layers(sample: Dict[str, Any]) -> List[Tuple[int, int, int, str]]:
-    """``[(filters, kernel, stride, pool), ...]`` of the active layers of a sample."""
-    return [(int(sample[f"layer{i}/filters"]), int(sample[f"layer{i}/kernel"]), int(sample[f"layer{i}/stride"]),
-             str(sample.get(f"layer{i}/pool", "none"))) for i in range(int(sample["depth"]))]
-
-
-def spatial_sizes(sample: Dict[str, Any], input_size: int, padding: str = "valid") -> List[int]:
-    """Height (= width) of the feature map after each active layer (conv, then its pooling gene).
-
-    The list stops at the first size ``<= 0`` (the layer where the network breaks), so a valid architecture gets
-    exactly ``depth`` positive sizes.
-    """
-    h = int(input_size)
-    out: List[int] = []
-    for _, k, s, pool in _layers(sample):
-        pad = k // 2 if padding == "same" else 0
-        h = (h + 2 * pad - k) // s + 1       # PyTorch's conv output size (floor), also right for h < k
-        if h > 0 and pool != "none":
-            h = h // 2                       # 2x2 pooling, stride 2, no ceil mode
-        out.append(h)
-        if h <= 0:
-            break
-    return out
-
-
 class _ConvBlock(nn.Sequential):
     """Conv2d (no bias) -> BatchNorm2d -> ReLU [-> 2x2 max/avg pooling]."""
 
@@ -203,7 +138,7 @@ class _ConvBlock(nn.Sequential):
         super().__init__(*layers)
 
 
-def _build_network(module: nn.Module, sample: Dict[str, Any], in_channels: int, num_classes: int,
+def _build_network(module: nn.Module, sample: Dict[str, Any], in_channels: int, out_channels: int,
                    padding: str) -> None:
     c = in_channels
     blocks = []
@@ -212,19 +147,21 @@ def _build_network(module: nn.Module, sample: Dict[str, Any], in_channels: int, 
         c = filters
     module.features = nn.Sequential(*blocks)
     module.dropout = nn.Dropout(float(sample["head/dropout"]))
-    module.classifier = nn.Linear(c, num_classes)
+    module.classifier = nn.Linear(c, out_channels)
 
 
 def _network_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``(N, C, H, W)`` images -> ``(N, num_classes)`` logits."""
+    """``(N, C, H, W)`` images -> ``(N, out_channels)`` logits."""
     x = module.features(x)
     return module.classifier(module.dropout(x.mean((2, 3))))
 
 
-def _check_args(in_channels: int, num_classes: int, max_depth: int, min_depth: int, filters: Sequence[int],
-                kernels: Sequence[int], strides: Sequence[int], pools: Sequence[str], dropouts: Sequence[float],
-                padding: str) -> None:
-    for key, value, low in (("in_channels", in_channels, 1), ("num_classes", num_classes, 1),
+def _check_args(spatial_dims: int, in_channels: int, out_channels: int, image_size: Optional[int], max_depth: int,
+                min_depth: int, filters: Sequence[int], kernels: Sequence[int], strides: Sequence[int],
+                pools: Sequence[str], dropouts: Sequence[float], padding: str) -> None:
+    check_spatial_dims("genas_cnn", spatial_dims)
+    check_image_size("genas_cnn", image_size)
+    for key, value, low in (("in_channels", in_channels, 1), ("out_channels", out_channels, 1),
                             ("max_depth", max_depth, 1), ("min_depth", min_depth, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{key} must be an int >= {low}, got {value!r}")
@@ -239,11 +176,14 @@ class GeNASCNN(nn.Module):
     Build it with ``GeNASCNNSpace(...).freeze(sample)``. ``arch`` holds the (canonical) architecture dict.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 2, max_depth: int = 6, min_depth: int = 2,
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2,
+                 image_size: Optional[int] = None, max_depth: int = 6, min_depth: int = 2,
                  filters: Sequence[int] = (8, 16, 32, 64), kernels: Sequence[int] = (3, 5, 7, 1),
                  strides: Sequence[int] = (1, 2), pools: Sequence[str] = ("none", "max"),
-                 dropouts: Sequence[float] = (0.0, 0.25, 0.5), padding: str = "valid"):
+                 dropouts: Sequence[float] = (0.0, 0.25, 0.5), padding: str = "valid",
+                 num_classes: Optional[int] = None):
         super().__init__()
+        out_channels = resolve_out_channels("genas_cnn", out_channels, num_classes, warn=False)
         sample = current_model()
         if sample is None:
             raise RuntimeError("GeNASCNN must be built by GeNASCNNSpace(...).freeze(sample) "
@@ -252,10 +192,11 @@ class GeNASCNN(nn.Module):
         missing = [k for k in labels if k not in sample]
         if missing:
             raise ValueError(f"architecture dict: missing label(s) {', '.join(missing[:4])}")
-        self.in_channels, self.num_classes, self.padding = in_channels, num_classes, padding
+        self.in_channels, self.out_channels, self.padding = in_channels, out_channels, padding
+        self.num_classes = out_channels     # the pre-Core-v2 name, still read by older callers
         values = make_label_values(max_depth, min_depth, filters, kernels, strides, pools, dropouts)
         self.arch: Dict[str, Any] = canonicalize(sample, values)
-        _build_network(self, self.arch, in_channels, num_classes, padding)
+        _build_network(self, self.arch, in_channels, out_channels, padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _network_forward(self, x)
@@ -264,26 +205,40 @@ class GeNASCNN(nn.Module):
         return describe_arch(self.arch)
 
 
-class GeNASCNNSpace(ModelSpace):
+class GeNASCNNSpace(ModelSpace, SearchSpace):
     """GeNAS plain-CNN space: depth + (filters, kernel, stride, pool) per layer + head dropout. See the module doc.
+
+    Args:
+        spatial_dims: 2 (2-D images only).
+        in_channels: image channels.
+        out_channels: logits, one per class.
+        image_size: input height (= width) used by :meth:`is_valid`; None: unknown (every sample is valid).
+        max_depth, min_depth, filters, kernels, strides, pools, dropouts, padding: see :class:`GeNASCNNParams`.
+        num_classes: deprecated name of ``out_channels``.
 
     The unfrozen space's forward is NNI's dry run (the first value of every gene); it is not a supernet.
     """
 
     name = "genas_cnn"
     Params = GeNASCNNParams
+    tasks = ("classification",)
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 2, max_depth: int = 6, min_depth: int = 2,
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2,
+                 image_size: Optional[int] = None, max_depth: int = 6, min_depth: int = 2,
                  filters: Sequence[int] = (8, 16, 32, 64), kernels: Sequence[int] = (3, 5, 7, 1),
                  strides: Sequence[int] = (1, 2), pools: Sequence[str] = ("none", "max"),
-                 dropouts: Sequence[float] = (0.0, 0.25, 0.5), padding: str = "valid"):
+                 dropouts: Sequence[float] = (0.0, 0.25, 0.5), padding: str = "valid",
+                 num_classes: Optional[int] = None):
         super().__init__()
-        _check_args(in_channels, num_classes, max_depth, min_depth, filters, kernels, strides, pools, dropouts,
-                    padding)
-        self.in_channels, self.num_classes, self.padding = in_channels, num_classes, padding
+        out_channels = resolve_out_channels("genas_cnn", out_channels, num_classes)
+        _check_args(spatial_dims, in_channels, out_channels, image_size, max_depth, min_depth, filters, kernels,
+                    strides, pools, dropouts, padding)
+        self.spatial_dims, self.image_size = spatial_dims, image_size
+        self.in_channels, self.out_channels, self.padding = in_channels, out_channels, padding
+        self.num_classes = out_channels     # the pre-Core-v2 name, still read by older callers
         self.max_depth, self.min_depth = max_depth, min_depth
-        self.label_values = make_label_values(max_depth, min_depth, filters, kernels, strides, pools, dropouts)
-        for label, values in self.label_values.items():
+        self._label_values = make_label_values(max_depth, min_depth, filters, kernels, strides, pools, dropouts)
+        for label, values in self._label_values.items():
             scope, _, base = label.rpartition("/")
             if scope:
                 with label_scope(scope):   # NNI builds slash-scoped labels only through label_scope
@@ -291,7 +246,7 @@ class GeNASCNNSpace(ModelSpace):
             else:
                 self.add_mutable(nni.choice(label, values))
         # Dry-run network (first value of every gene), so the space itself has a working forward.
-        _build_network(self, {k: v[0] for k, v in self.label_values.items()}, in_channels, num_classes, padding)
+        _build_network(self, {k: v[0] for k, v in self._label_values.items()}, in_channels, out_channels, padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _network_forward(self, x)
@@ -312,57 +267,55 @@ class GeNASCNNSpace(ModelSpace):
         """The labels of this space, in ``simplify()`` order."""
         return arch_labels(self.max_depth)
 
+    def label_values(self) -> Dict[str, List[Any]]:
+        """``{label: candidate values}`` in ``simplify()`` order (a copy; cheaper than ``simplify()``)."""
+        return {k: list(v) for k, v in self._label_values.items()}
+
     def canonicalize(self, sample: Dict[str, Any]) -> Dict[str, Any]:
         """The same architecture with every inactive gene (layer ``>= depth``) set to its first value.
 
         Two samples give the same network exactly when their canonical forms are equal. Unknown keys are dropped,
         and values are mapped to the space's own objects (``0`` -> ``0.0`` for a float gene).
         """
-        return canonicalize(sample, self.label_values)
+        return canonicalize(sample, self._label_values)
 
     def spatial_sizes(self, sample: Dict[str, Any], input_size: int) -> List[int]:
         """Feature-map size after each active layer (see :func:`spatial_sizes`); stops at the first ``<= 0``."""
         return spatial_sizes(sample, input_size, self.padding)
 
-    def is_valid(self, sample: Dict[str, Any], input_size: int) -> bool:
-        """False when the image would shrink to ``<= 0`` pixels somewhere (the forward pass would fail)."""
-        sizes = self.spatial_sizes(sample, input_size)
-        return len(sizes) == int(sample["depth"]) and all(h > 0 for h in sizes)
+    def is_valid(self, sample: Dict[str, Any], input_size: Optional[int] = None) -> Tuple[bool, str]:
+        """``(False, reason)`` when the image would shrink to ``<= 0`` pixels somewhere (the forward would fail).
+
+        The size checked is ``input_size`` if given, else the constructor's ``image_size``; with neither, every
+        sample is valid: ``(True, "")``.
+        """
+        size = self.image_size if input_size is None else input_size
+        if size is None:
+            return True, ""
+        sizes = self.spatial_sizes(sample, size)
+        if len(sizes) == int(sample["depth"]) and all(h > 0 for h in sizes):
+            return True, ""
+        return False, f"feature map shrinks to {sizes[-1]} px at layer {len(sizes) - 1} (sizes {sizes})"
 
     def random_sample(self, rng: Any) -> Dict[str, Any]:
         """A canonical random architecture drawn with ``rng`` (a ``random.Random``); it may be invalid."""
-        return self.canonicalize({k: rng.choice(v) for k, v in self.label_values.items()})
+        return self.canonicalize({k: rng.choice(v) for k, v in self._label_values.items()})
 
     def size(self) -> int:
         """Number of distinct networks (canonical architectures), invalid ones included."""
-        per_layer = math.prod(len(self.label_values[k]) for k in layer_labels(0))
-        return len(self.label_values["head/dropout"]) * sum(per_layer ** d for d in self.label_values["depth"])
+        per_layer = math.prod(len(self._label_values[k]) for k in layer_labels(0))
+        return len(self._label_values["head/dropout"]) * sum(per_layer ** d for d in self._label_values["depth"])
 
-    @staticmethod
-    def describe(sample: Dict[str, Any]) -> str:
-        """One readable line per layer (see :func:`describe_arch`)."""
-        return describe_arch(sample)
+    def describe(self, sample: Dict[str, Any]) -> str:
+        """One short line (see :func:`describe_short`); :func:`describe_arch` gives one line per layer."""
+        return describe_short(sample)
 
+    # ------------------------------------------------------------------ genetic operators
+    def crossover(self, a: Dict[str, Any], b: Dict[str, Any], rng: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        """One-point crossover over the layer lists (:func:`~.genas_operators.one_point_crossover`)."""
+        c1, c2 = genas_operators.one_point_crossover(a, b, self._label_values, rng)
+        return self.canonicalize(c1), self.canonicalize(c2)
 
-def describe_arch(sample: Dict[str, Any], input_size: Optional[int] = None, padding: str = "valid") -> str:
-    """Readable text of an architecture dict, e.g.::
-
-        depth 3
-          layer0: conv 5x5 /1 -> 16, max-pool 2x2
-          layer1: conv 3x3 /2 -> 32
-          layer2: conv 3x3 /1 -> 64
-          head: global average -> dropout 0.25 -> linear
-
-    With ``input_size`` each line also shows the feature-map size after the layer.
-    """
-    sizes = spatial_sizes(sample, input_size, padding) if input_size else []
-    lines = [f"depth {int(sample['depth'])}"]
-    for i, (f, k, s, pool) in enumerate(_layers(sample)):
-        txt = f"  layer{i}: conv {k}x{k} /{s} -> {f}"
-        if pool != "none":
-            txt += f", {pool}-pool 2x2"
-        if i < len(sizes):
-            txt += f"  ({sizes[i]}x{sizes[i]})"
-        lines.append(txt)
-    lines.append(f"  head: global average -> dropout {float(sample['head/dropout']):g} -> linear")
-    return "\n".join(lines)
+    def mutate(self, sample: Dict[str, Any], prob: float, rng: Any) -> Dict[str, Any]:
+        """Per-gene mutation of the active genes (:func:`~.genas_operators.mutate`)."""
+        return self.canonicalize(genas_operators.mutate(sample, self._label_values, prob, rng))

@@ -12,7 +12,8 @@ Network
 -------
 stem (3x3 conv ``in_channels -> C``, BN, ReLU), then for b = 0..B-1 a *normal cell* at ``C_b = channels * 2**b``
 followed by a *reduction cell* ``C_b -> 2 C_b`` (stride 2), then the global average (``x.mean((2, 3))``) and a linear
-layer to ``num_classes``.
+layer to ``out_channels`` logits (one per class). Every sample is valid for every image size (a pooling branch maps
+``H >= 1`` to ``ceil(H/2) >= 1``), so :meth:`~MSTFCellSpace.is_valid` is always ``(True, "")``.
 
 * Normal cell with N nodes. Node i (i = 1..N) applies ONE op from :data:`~.ops.OPS` to ONE input chosen from
   {0 = the cell input, 1..i-1 = earlier nodes}. The cell output is the mean of the outputs of the nodes that no
@@ -38,6 +39,10 @@ Every mutable of ``space.simplify()`` is an ``nni.mutable.Categorical``, so an a
 integer per label (an index into ``.values``). The default space (3 blocks x 5 nodes) has 42 labels and
 ``(8**5 * 5! * 6**4) ** 3`` ~ 1.3e29 architectures (:func:`space_size`).
 
+Every label is independent of the others (any value of any label gives a working network), so the generic
+operators of :class:`~mednas_nni.contracts.SearchSpace` (one-point crossover over the label order, per-label
+mutation) and its canonical form (each value mapped to the label's own candidate object) are exact for this space.
+
 Freezing
 --------
 ``space.freeze(sample)`` validates the sample (raising ``nni.mutable.SampleValidationError`` if a label is missing
@@ -54,8 +59,6 @@ This space is meant for multi-trial strategies (sample -> freeze -> train or sco
 (DARTS, ENAS, ...) do not know :class:`NodeInputChoice` and would reject it as a dangling mutable.
 """
 import logging
-import math
-import re
 from typing import Any, Dict, List, Optional
 
 import nni
@@ -66,24 +69,23 @@ from nni.nas.space import current_model, model_context
 from pydantic import Field
 from torch import nn
 
-from mednas_nni.plugins import PluginParams
+from mednas_nni.contracts import PluginParams, SearchSpace
 
+from ._common import check_image_size, check_spatial_dims, resolve_out_channels
+from .mstf_genotype import NUM_BRANCHES, arch_labels, describe_arch, describe_short, space_size
 from .ops import OP_NAMES, OPS, POOL_NAMES, POOLS
 
 __all__ = [
     "MSTFCellParams", "MSTFCellSpace", "MSTFCellNet",
     "NormalCell", "ReductionCell", "MSTFBlock", "Node", "NodeInputChoice", "ChosenInput",
-    "arch_labels", "describe_arch", "space_size", "NUM_BRANCHES",
+    "arch_labels", "describe_arch", "describe_short", "space_size", "NUM_BRANCHES",
 ]
 
 _logger = logging.getLogger(__name__)
 
-NUM_BRANCHES = 4
-"""Number of pooling branches of each reduction cell."""
-
 
 class MSTFCellParams(PluginParams):
-    """Config ``params`` of the ``mstf_cell`` search space (``in_channels``/``num_classes`` come from the data)."""
+    """Config ``params`` of the ``mstf_cell`` search space (``in_channels``/``out_channels`` come from the data)."""
 
     num_blocks: int = Field(3, ge=1, description="Blocks (normal cell + reduction cell); the width doubles per block.")
     num_nodes: int = Field(5, ge=1, description="Nodes per normal cell.")
@@ -91,8 +93,8 @@ class MSTFCellParams(PluginParams):
                           description="Width of the stem and the first block (a multiple of 4: 4 pooling branches).")
 
 
-def _check_args(in_channels: int, num_classes: int, num_blocks: int, num_nodes: int, channels: int) -> None:
-    for key, value, low in (("in_channels", in_channels, 1), ("num_classes", num_classes, 1),
+def _check_args(in_channels: int, out_channels: int, num_blocks: int, num_nodes: int, channels: int) -> None:
+    for key, value, low in (("in_channels", in_channels, 1), ("out_channels", out_channels, 1),
                             ("num_blocks", num_blocks, 1), ("num_nodes", num_nodes, 1), ("channels", channels, 4)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{key} must be an int >= {low}, got {value!r}")
@@ -260,11 +262,12 @@ class MSTFBlock(nn.Module):
         return self.reduce(self.normal(x))
 
 
-def _build_network(module: nn.Module, in_channels: int, num_classes: int, num_blocks: int, num_nodes: int,
+def _build_network(module: nn.Module, in_channels: int, out_channels: int, num_blocks: int, num_nodes: int,
                    channels: int) -> None:
     """Build stem, blocks and classifier on ``module`` (shared by the space and the frozen network)."""
-    _check_args(in_channels, num_classes, num_blocks, num_nodes, channels)
-    module.in_channels, module.num_classes = in_channels, num_classes
+    _check_args(in_channels, out_channels, num_blocks, num_nodes, channels)
+    module.in_channels, module.out_channels = in_channels, out_channels
+    module.num_classes = out_channels     # the pre-Core-v2 name, still read by older callers
     module.num_blocks, module.num_nodes, module.channels = num_blocks, num_nodes, channels
     module.stem = nn.Sequential(
         nn.Conv2d(in_channels, channels, kernel_size=3, padding=1, bias=False),
@@ -272,7 +275,7 @@ def _build_network(module: nn.Module, in_channels: int, num_classes: int, num_bl
         nn.ReLU(inplace=False),
     )
     module.blocks = nn.ModuleList([MSTFBlock(b, channels * 2 ** b, num_nodes) for b in range(num_blocks)])
-    module.classifier = nn.Linear(channels * 2 ** num_blocks, num_classes)
+    module.classifier = nn.Linear(channels * 2 ** num_blocks, out_channels)
 
 
 def _network_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -289,14 +292,16 @@ class MSTFCellNet(nn.Module):
     ``nni.nas.space.model_context(sample)``.) ``arch`` holds the architecture dict it was built from.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 2, num_blocks: int = 3, num_nodes: int = 5,
-                 channels: int = 16):
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2,
+                 image_size: Optional[int] = None, num_blocks: int = 3, num_nodes: int = 5, channels: int = 16,
+                 num_classes: Optional[int] = None):
         super().__init__()
+        out_channels = resolve_out_channels("mstf_cell", out_channels, num_classes, warn=False)
         sample = current_model()
         if sample is None:
             raise RuntimeError("MSTFCellNet must be built by MSTFCellSpace(...).freeze(sample) "
                                "(or inside nni.nas.space.model_context(sample))")
-        _build_network(self, in_channels, num_classes, num_blocks, num_nodes, channels)
+        _build_network(self, in_channels, out_channels, num_blocks, num_nodes, channels)
         self.arch: Dict[str, Any] = {label: sample[label] for label in arch_labels(num_blocks, num_nodes)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -307,8 +312,16 @@ class MSTFCellNet(nn.Module):
         return describe_arch(self.arch)
 
 
-class MSTFCellSpace(ModelSpace):
+class MSTFCellSpace(ModelSpace, SearchSpace):
     """MSTF-NAS search space: B x (normal cell of N nodes + multi-scale reduction cell). See the module docstring.
+
+    Args:
+        spatial_dims: 2 (2-D images only).
+        in_channels: image channels.
+        out_channels: logits, one per class.
+        image_size: the data set's input size (unused: every sample is valid for every size).
+        num_blocks, num_nodes, channels: see :class:`MSTFCellParams`.
+        num_classes: deprecated name of ``out_channels``.
 
     ``space.freeze(sample)`` returns a fresh :class:`MSTFCellNet`; ``space.simplify()`` holds only ``Categorical``
     mutables labelled as documented above. The forward of the unfrozen space is NNI's dry run (first op and input 0
@@ -317,11 +330,17 @@ class MSTFCellSpace(ModelSpace):
 
     name = "mstf_cell"
     Params = MSTFCellParams
+    tasks = ("classification",)
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 2, num_blocks: int = 3, num_nodes: int = 5,
-                 channels: int = 16):
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2,
+                 image_size: Optional[int] = None, num_blocks: int = 3, num_nodes: int = 5, channels: int = 16,
+                 num_classes: Optional[int] = None):
         super().__init__()
-        _build_network(self, in_channels, num_classes, num_blocks, num_nodes, channels)
+        out_channels = resolve_out_channels("mstf_cell", out_channels, num_classes)
+        check_spatial_dims("mstf_cell", spatial_dims)
+        check_image_size("mstf_cell", image_size)
+        self.spatial_dims, self.image_size = spatial_dims, image_size
+        _build_network(self, in_channels, out_channels, num_blocks, num_nodes, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _network_forward(self, x)
@@ -346,75 +365,6 @@ class MSTFCellSpace(ModelSpace):
         """Number of distinct architectures (samples) in this space."""
         return space_size(self.num_blocks, self.num_nodes)
 
-    @staticmethod
-    def describe(sample: Dict[str, Any]) -> str:
-        """Readable multi-line text of an architecture dict (see :func:`describe_arch`)."""
-        return describe_arch(sample)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Helpers on architecture dicts
-# --------------------------------------------------------------------------------------------------------------
-
-def arch_labels(num_blocks: int, num_nodes: int) -> List[str]:
-    """All labels of a space, in ``simplify()`` order."""
-    out: List[str] = []
-    for b in range(num_blocks):
-        for i in range(1, num_nodes + 1):
-            out += [f"block{b}/normal/node{i}/op", f"block{b}/normal/node{i}/input"]
-        out += [f"block{b}/reduce/branch{k}" for k in range(NUM_BRANCHES)]
-    return out
-
-
-def space_size(num_blocks: int, num_nodes: int) -> int:
-    """Number of architectures: ``(len(OPS)**N * N! * len(POOLS)**4) ** B``."""
-    per_block = len(OP_NAMES) ** num_nodes * math.factorial(num_nodes) * len(POOL_NAMES) ** NUM_BRANCHES
-    return per_block ** num_blocks
-
-
-_NODE_RE = re.compile(r"^block(\d+)/normal/node(\d+)/(op|input)$")
-_BRANCH_RE = re.compile(r"^block(\d+)/reduce/branch(\d+)$")
-
-
-def describe_arch(sample: Dict[str, Any]) -> str:
-    """Short readable multi-line text of an architecture dict, for model cards and logs.
-
-    Keys that are not labels of this space are ignored. Example output (one block, 2 nodes)::
-
-        block0
-          normal: node1 = sep_conv_3x3(input)
-                  node2 = identity(node1)
-                  output = node2
-          reduce: avg_2 | max_3 | avg_4 | max_2 -> concat -> 1x1 conv (x2 channels)
-    """
-    nodes: Dict[int, Dict[int, Dict[str, Any]]] = {}
-    branches: Dict[int, Dict[int, Any]] = {}
-    for key, value in sample.items():
-        m = _NODE_RE.match(str(key))
-        if m:
-            nodes.setdefault(int(m.group(1)), {}).setdefault(int(m.group(2)), {})[m.group(3)] = value
-            continue
-        m = _BRANCH_RE.match(str(key))
-        if m:
-            branches.setdefault(int(m.group(1)), {})[int(m.group(2))] = value
-    lines: List[str] = []
-    for b in sorted(set(nodes) | set(branches)):
-        lines.append(f"block{b}")
-        cell = nodes.get(b, {})
-        used = set()
-        first = True
-        for i in sorted(cell):
-            j = cell[i].get("input", "?")
-            if isinstance(j, int):
-                used.add(j)
-            src = "input" if j == 0 else f"node{j}"
-            lines.append(f"  {'normal:' if first else '       '} node{i} = {cell[i].get('op', '?')}({src})")
-            first = False
-        if cell:
-            loose = [f"node{i}" for i in sorted(cell) if i not in used]
-            out = loose[0] if len(loose) == 1 else f"mean({', '.join(loose)})"
-            lines.append(f"          output = {out}")
-        if b in branches:
-            pools = " | ".join(str(branches[b][k]) for k in sorted(branches[b]))
-            lines.append(f"  reduce: {pools} -> concat -> 1x1 conv (x2 channels)")
-    return "\n".join(lines)
+    def describe(self, sample: Dict[str, Any]) -> str:
+        """One short line (see :func:`describe_short`); :func:`describe_arch` gives the multi-line text."""
+        return describe_short(sample)

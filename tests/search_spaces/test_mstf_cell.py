@@ -1,8 +1,9 @@
-"""Tests of the MSTF-NAS search space (mednas_nni.search_spaces.mstf_cell / .ops): labels, freezing, shapes."""
+"""Tests of the MSTF-NAS search space (mednas_nni.search_spaces.mstf_cell / .ops): labels, freezing, shapes, GA."""
 from __future__ import annotations
 
 import io
 import math
+import random
 import warnings
 
 import pytest
@@ -22,11 +23,12 @@ from mednas_nni.search_spaces.mstf_cell import (
     MSTFCellSpace,
     arch_labels,
     describe_arch,
+    describe_short,
     space_size,
 )
 from mednas_nni.search_spaces.ops import OP_NAMES, OPS, POOL_NAMES, POOLS, HalvingPool2d
 
-SMALL = dict(num_classes=3, num_blocks=2, num_nodes=3, channels=8)
+SMALL = dict(out_channels=3, num_blocks=2, num_nodes=3, channels=8)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -128,7 +130,7 @@ def test_every_sampled_arch_freezes_runs_and_is_plain(sample):
         model.eval()
         with torch.no_grad():
             y = model(x)
-        assert y.shape == (2, SMALL["num_classes"])
+        assert y.shape == (2, SMALL["out_channels"])
         assert torch.isfinite(y).all()
 
 
@@ -303,7 +305,7 @@ def test_describe():
     sample = _sample(block0__normal__node2__input=1, block0__normal__node3__op="identity",
                      block1__reduce__branch0="max_2")
     text = describe_arch(sample)
-    assert text == MSTFCellSpace.describe(sample) == SPACE_1.freeze(sample).describe()
+    assert text == SPACE_1.freeze(sample).describe()
     lines = text.splitlines()
     assert lines[0] == "block0" and "block1" in lines
     assert "node1 = sep_conv_3x3(input)" in lines[1]
@@ -312,3 +314,49 @@ def test_describe():
     assert lines[4].strip() == "output = mean(node2, node3)"
     assert lines[5].strip() == "reduce: avg_3 | avg_3 | avg_3 | avg_3 -> concat -> 1x1 conv (x2 channels)"
     assert "reduce: max_2 | avg_3 | avg_3 | avg_3" in text
+    short = SPACE_1.describe(sample)
+    assert short == describe_short(sample) and "\n" not in short
+    assert short.startswith("block0: node1=sep_conv_3x3(in) node2=sep_conv_3x3(node1) node3=identity(in) | ")
+    assert "; block1: " in short and short.endswith("| max_2 avg_3 avg_3 avg_3")
+
+
+# ------------------------------------------------------------------------------------------- contract (Core v2)
+
+def test_constructor_contract():
+    space = MSTFCellSpace(spatial_dims=2, in_channels=3, out_channels=4, image_size=28, **{
+        k: v for k, v in SMALL.items() if k != "out_channels"})
+    assert space.out_channels == space.num_classes == 4 and space.image_size == 28
+    assert space.tasks == ("classification",)
+    with pytest.raises(ValueError, match=r"mstf_cell: spatial_dims: expected 2 .*got 3"):
+        MSTFCellSpace(spatial_dims=3)
+    with pytest.raises(ValueError, match="image_size"):
+        MSTFCellSpace(image_size=0)
+    with pytest.warns(DeprecationWarning, match="num_classes"):
+        old = MSTFCellSpace(in_channels=1, num_classes=5, num_blocks=1, num_nodes=2, channels=4)
+    model = old.freeze({k: m.values[0] for k, m in old.simplify().items()})
+    assert model.out_channels == 5 and model(torch.randn(1, 1, 8, 8)).shape == (1, 5)
+
+
+def test_every_sample_is_valid_for_every_size():
+    sample = _sample()
+    assert SPACE_1.is_valid(sample) == (True, "")
+    assert MSTFCellSpace(image_size=1, **SMALL).is_valid(sample) == (True, "")
+    with torch.no_grad():
+        assert SPACE_1.freeze(sample).eval()(torch.randn(1, 1, 1, 1)).shape == (1, 3)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(a=SAMPLES, b=SAMPLES, seed=st.integers(0, 2 ** 32 - 1), prob=st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+def test_generic_ga_operators_give_canonical_samples_of_the_space(a, b, seed, prob):
+    """The mixin's one-point crossover and per-label mutation: children are in the space and canonical."""
+    rng = random.Random(seed)
+    c1, c2 = SPACE_1.crossover(a, b, rng)
+    m = SPACE_1.mutate(c1, prob, rng)
+    for child in (c1, c2, m):
+        assert list(child) == list(SIMPLE)                            # every label, in simplify() order
+        assert SPACE_1.contains(child) and SPACE_1.canonicalize(child) == child
+    # one cut: each label of a child comes from one parent, and the pair together keeps every gene
+    assert all({c1[k], c2[k]} == {a[k], b[k]} for k in SIMPLE)
+    assert SPACE_1.mutate(a, 0.0, rng) == a
+    if prob == 1.0:
+        assert all(m[k] != c1[k] for k in SIMPLE if len(SIMPLE[k].values) > 1)
