@@ -28,7 +28,9 @@ from pydantic import Field, model_validator
 
 from mednas_nni.contracts import OneShotStrategy, PluginParams
 from mednas_nni.engines.oneshot import (ALPHA_PNG, METRICS_CSV, OneShotRecorder, build_evaluator,
-                                        finalists_from_export, make_loader, plot_alpha)
+                                        finalists_from_export, make_loader, plot_alpha,
+                                        supernet_modules)
+from mednas_nni.errors import ConfigError
 
 __all__ = ["DARTSSearch", "DARTSParams"]
 
@@ -99,7 +101,17 @@ class DARTSSearch(OneShotStrategy):
 
         n_labels = len(space.simplify())
         strategy = self.nni_strategy()
-        supernet = strategy.mutate_model(copy.deepcopy(space))   # α initialised here: after seeding
+        try:
+            supernet = strategy.mutate_model(copy.deepcopy(space))   # α initialised here: after seeding
+        except TypeError as e:  # NNI: "dangling mutables", "only support categorical variables", Cell merge_op
+            raise ConfigError(f"strategy darts: search space '{getattr(space, 'name', type(space).__name__)}' has "
+                              "choices DARTS cannot relax; expected LayerChoice, InputChoice, Repeat, Cell or "
+                              f"categorical Mutable* ops, got: {str(e).splitlines()[0]}") from None
+        if not supernet_modules(supernet):
+            # e.g. choices registered with add_mutable on the space itself, which no one-shot hook replaces
+            raise ConfigError(f"strategy darts: search space '{getattr(space, 'name', type(space).__name__)}' has "
+                              "no choice DARTS can relax; expected LayerChoice, InputChoice, Repeat, Cell or "
+                              f"categorical Mutable* ops inside the network, got only {sorted(space.simplify())}")
 
         evaluate, default_key = None, None
         if p.val_every_epoch:

@@ -29,7 +29,7 @@ from ..errors import SearchError
 from ..io import atomic_savefig, atomic_write_text
 
 __all__ = ["METRICS_CSV", "ALPHA_PNG", "make_loader", "trainer_device", "build_evaluator", "in_nni_trial",
-           "OneShotRecorder", "plot_alpha", "finalists_from_export", "prob_column"]
+           "OneShotRecorder", "plot_alpha", "finalists_from_export", "prob_column", "supernet_modules"]
 
 _logger = logging.getLogger(__name__)
 
@@ -40,6 +40,14 @@ ALPHA_PNG = "alpha.png"
 def prob_column(label: str, value: Any) -> str:
     """CSV column of the probability of ``value`` at ``label``: ``p/<label>/<value>``."""
     return f"p/{label}/{value}"
+
+
+def supernet_modules(model: Any) -> list[Any]:
+    """The one-shot super-modules (NNI ``BaseSuperNetModule``) inside ``model`` after ``mutate_model``; empty when
+    no choice of the space could be relaxed (NNI then fails later with "Nothing to search")."""
+    from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+
+    return [m for m in model.modules() if isinstance(m, BaseSuperNetModule)]
 
 
 def make_loader(dataset: Any, batch_size: int, *, shuffle: bool, seed: int, num_workers: int = 0,
