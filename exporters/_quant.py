@@ -7,9 +7,11 @@ per-channel int8 weights, calibrated with MinMax over real training images fed b
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,27 @@ def _nonfinite_pad_nodes(model: Any) -> list[str]:
     return names
 
 
+class _AxisWarningFilter(logging.Filter):
+    """Drops onnxruntime's "Axis 1 is out-of-range for weight ... with rank 1" lines.
+
+    ``quantize_static(per_channel=True)`` logs one on the root logger for every 1-D constant it meets (e.g. the
+    normalisation constants of MONAI blocks), and quantises those tensors per tensor instead, as it should.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.getMessage().startswith("Axis ") and "is out-of-range for weight" in record.getMessage())
+
+
+@contextlib.contextmanager
+def _quiet_axis_warnings() -> Iterator[None]:
+    root, f = logging.getLogger(), _AxisWarningFilter()
+    root.addFilter(f)
+    try:
+        yield
+    finally:
+        root.removeFilter(f)
+
+
 def _check_qparams(path: str | Path) -> None:
     """Every scale / zero point of the QDQ nodes must be finite (a NaN one silently ruins the model)."""
     import onnx
@@ -129,7 +152,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.n
                 op_types = sorted({n.op_type for n in graph.node} - set(exclude_op_types))
             float_nodes = _nonfinite_pad_nodes(graph)
             settings["float_nodes"] = len(float_nodes)
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _quiet_axis_warnings():
                 # MinMax ranges are computed for every tensor, also the excluded -inf padded ones, whose NaN
                 # zero points are never used (checked: no non-finite scale or zero point in the output model).
                 warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"onnxruntime\.quantization.*")

@@ -1,8 +1,8 @@
 """``mednas export`` and ``mednas predict``.
 
 ``predict`` must run where only onnxruntime is installed, so this module imports nothing heavy at import time:
-``export`` imports the exporter (torch, nni) inside its command, ``predict`` only
-:mod:`mednas_nni.deploy_runtime` (numpy, onnxruntime, PIL).
+``export`` imports the run loader and the exporter (torch, nni) inside its command, ``predict`` only
+:mod:`mednas_nni.deploy` (numpy, onnxruntime, pydantic, PIL).
 """
 from __future__ import annotations
 
@@ -21,7 +21,49 @@ def _kib(n: int) -> str:
     return f"{n / 1024:.1f} KiB" if n < 1024 ** 2 else f"{n / 1024 ** 2:.2f} MiB"
 
 
+def _metric_line(m: dict[str, Any], names: list[str]) -> str:
+    from .exporters._metrics import fmt, metric_label
+
+    return " ".join(f"{metric_label(k)} {fmt(m.get(k))}" for k in names)
+
+
+def _summary(out: Any, report: dict[str, Any]) -> None:
+    """The few lines ``mednas export`` prints about a finished export."""
+    par = report.get("parity", {})
+    print(f"bundle: {out}")
+    for name, size in report.get("files", {}).items():
+        print(f"  {name:<20} {_kib(size)}")
+    if par:
+        print(f"parity: max |Δ logits| {par['max_abs_diff_logits']:.2e} (end to end "
+              f"{par['max_abs_diff_end_to_end']:.2e}) <= atol {par['atol']:g} on {par['images']} test images")
+        if "mask_dice_ort_vs_pytorch" in par:
+            print(f"masks: Dice onnxruntime vs PyTorch {par['mask_dice_ort_vs_pytorch']:.4f} (end to end "
+                  f"{par['mask_dice_end_to_end']:.4f})")
+        mt, mo = par["metrics"]["pytorch"] or {}, par["metrics"]["onnxruntime_fp32"] or {}
+        names = [k for k in mt if k in mo][:4]
+        if names:
+            print(f"test: PyTorch {_metric_line(mt, names)} | onnxruntime fp32 {_metric_line(mo, names)}")
+        i8 = par.get("int8")
+        if i8 and i8.get("metrics"):
+            d = i8.get("drop_points_vs_pytorch", {})
+            drops = ", ".join(f"{v:+.2f}" for k, v in d.items() if k in names)
+            extra = f", mask Dice vs fp32 {i8['mask_dice_vs_fp32']:.4f}" if "mask_dice_vs_fp32" in i8 else ""
+            print(f"int8: {_metric_line(i8['metrics'], names)} (drop {drops or 'n/a'} points{extra}), "
+                  f"{_kib(i8['size_bytes'])} vs {_kib(i8['fp32_size_bytes'])}")
+    lat = report.get("latency", {})
+    if lat:
+        print("latency (onnxruntime, batch 1, 1 thread, median): "
+              + ", ".join(f"{k} {v['threads_1']['median_ms']:.3f} ms" for k, v in lat.items()))
+    g = report.get("gradcam", {})
+    if g.get("files"):
+        print(f"grad-cam: {len(g['files'])} images in {g['dir']} (layer {g['layer']})")
+    elif g.get("skipped"):
+        print(f"grad-cam: skipped ({g['skipped']})")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
+    """``mednas export RUN_DIR``: load the run once (:func:`mednas_nni.experiment.load_trained`) and hand the
+    trained model to the exporter plugin."""
     from pathlib import Path
 
     from .errors import ConfigError
@@ -50,34 +92,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         flag = str(err["loc"][0]).replace("_", "-")
         msg = err["msg"].replace("Input should be ", "expected ")
         raise ConfigError(f"--{flag}: {msg}, got {err.get('input')!r}") from None
-    report = exporter.export(rd, out)
+    from .experiment import load_trained
+
+    trained = load_trained(rd.path)
+    report = exporter.export(trained, out)
     atomic_write_json(rd / "export_report.json", report)
-    par = report.get("parity", {})
-    print(f"bundle: {out}")
-    for name, size in report.get("files", {}).items():
-        print(f"  {name:<20} {_kib(size)}")
-    if par:
-        mt, mo = par["metrics"]["pytorch"], par["metrics"]["onnxruntime_fp32"]
-        line = (f"parity: max |Δ logits| {par['max_abs_diff_logits']:.2e} (end to end "
-                f"{par['max_abs_diff_end_to_end']:.2e}) <= atol {par['atol']:g} on {par['images']} test images")
-        print(line)
-        if mt:
-            print(f"test: PyTorch ACC {mt['acc']:.4f} AUC {mt['auc']:.4f} | onnxruntime fp32 ACC {mo['acc']:.4f} "
-                  f"AUC {mo['auc']:.4f}")
-        i8 = par.get("int8")
-        if i8 and i8.get("metrics"):
-            d = i8["drop_points_vs_pytorch"]
-            print(f"int8: ACC {i8['metrics']['acc']:.4f} AUC {i8['metrics']['auc']:.4f} (drop {d['acc']:+.2f} / "
-                  f"{d['auc']:+.2f} points), {_kib(i8['size_bytes'])} vs {_kib(i8['fp32_size_bytes'])}")
-    lat = report.get("latency", {})
-    if lat:
-        print("latency (onnxruntime, batch 1, 1 thread, median): "
-              + ", ".join(f"{k} {v['threads_1']['median_ms']:.3f} ms" for k, v in lat.items()))
-    g = report.get("gradcam", {})
-    if g.get("files"):
-        print(f"grad-cam: {len(g['files'])} images in {g['dir']} (layer {g['layer']})")
-    elif g.get("skipped"):
-        print(f"grad-cam: skipped ({g['skipped']})")
+    _summary(out, report)
     return 0
 
 
@@ -99,7 +119,7 @@ def _table(records: list[dict[str, Any]]) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .deploy_runtime import Bundle, predict_files
+    from .deploy import Bundle, predict_files
 
     bundle = Bundle(args.bundle, int8=args.int8, threads=args.threads)
     records = predict_files(bundle, args.inputs, out=args.out, mask_dir=args.mask_dir)
@@ -118,8 +138,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
         "export", help="write a deployable ONNX bundle for a finished run",
         description="Export the best model of RUN_DIR as a bundle (model.onnx [+ model.int8.onnx], "
-                    "preprocessing.json, parity.json, model_card.md) and Grad-CAM images into RUN_DIR/gradcam. "
-                    "Fails, writing nothing, when onnxruntime disagrees with PyTorch by more than --atol.")
+                    "preprocessing.json, parity.json, model_card.md) and, for classifiers, Grad-CAM images into "
+                    "RUN_DIR/gradcam. Fails, writing nothing, when onnxruntime disagrees with PyTorch by more than "
+                    "--atol (segmentation: also when any test mask differs).")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--out", metavar="DIR", help="bundle folder (default: RUN_DIR/bundle); replaced as a whole")
     e.add_argument("--exporter", default="onnx", help="exporter plugin (default: onnx)")
@@ -137,7 +158,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "predict", help="run a bundle on image files (onnxruntime only)",
-        description="Classify INPUT files with an exported bundle: PNG/JPEG/BMP/TIFF, .npy/.npz (an image or a "
+        description="Classify or segment INPUT files with an exported bundle (segmentation bundles write one "
+                    "mask PNG per image, pixel value = class index): PNG/JPEG/BMP/TIFF, .npy/.npz (an image or a "
                     "stack, channels last), DICOM, NIfTI/MHA/NRRD (middle slice of a volume). Prints one JSON line "
                     "per image (or a table); --out writes all predictions as JSON. Needs only numpy, onnxruntime "
                     "and Pillow (+ pydicom / SimpleITK for DICOM / NIfTI).")

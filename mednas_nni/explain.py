@@ -92,9 +92,14 @@ def gradcam_maps(model: nn.Module, x: torch.Tensor, layer: str, class_idx: list[
     return maps
 
 
-def _examples(y: np.ndarray, task: str, c: int, k: int) -> np.ndarray:
-    hit = (y[:, c] == 1) if task.startswith("multi-label") else (y.reshape(len(y), -1)[:, 0] == c)
+def _examples(y: np.ndarray, multilabel: bool, c: int, k: int) -> np.ndarray:
+    hit = (y[:, c] == 1) if multilabel else (y.reshape(len(y), -1)[:, 0] == c)
     return np.flatnonzero(hit)[:k]
+
+
+def _image(item: Any) -> torch.Tensor:
+    """The image tensor of a data-set item (a dict sample; a pre-Core-v2 ``(x, y)`` pair also works)."""
+    return torch.as_tensor(item["image"] if isinstance(item, dict) else item[0])
 
 
 def _figure(raw: np.ndarray, heat: np.ndarray, title: str) -> Any:
@@ -120,7 +125,8 @@ def write_gradcam(model: nn.Module, dataset: Any, out_dir: str | Path, per_class
                   split: str = "test") -> dict[str, Any]:
     """Write Grad-CAM PNGs for ``per_class`` images of each class of ``split`` into ``out_dir``.
 
-    Single-label tasks explain the **predicted** class (why the model said what it said); multi-label tasks
+    Classification only (a segmentation data set raises :class:`ExportError`). Single-label tasks explain the
+    **predicted** class (why the model said what it said); multi-label tasks
     explain each positive label in turn. Each PNG shows the image and the heat-map overlay; the title gives the
     true and the predicted class. ``out_dir/index.json`` lists the files.
 
@@ -133,21 +139,28 @@ def write_gradcam(model: nn.Module, dataset: Any, out_dir: str | Path, per_class
 
     Returns:
         ``{"layer": ..., "files": [{"file", "index", "true", "predicted", "probability", "explained"}, ...]}``.
+
+    Raises:
+        ExportError: the data set is not a classification set, or the network has no spatial convolution.
     """
     info = dataset.info
+    task_type = str(getattr(info, "task_type", None) or info.task)
+    if info.task == "segmentation" or task_type == "segmentation":
+        raise ExportError(f"{info.name}: Grad-CAM explains classifiers; expected a classification data set, got "
+                          "a segmentation one")
     raw, y = dataset.arrays(split)
     tensors = dataset.dataset(split)
-    multilabel = info.task.startswith("multi-label")
+    multilabel = task_type.startswith("multi-label")
     model = model.eval()
     out_dir = Path(out_dir)
-    first = tensors[0][0][None].float()
+    first = _image(tensors[0])[None].float()
     layer = last_conv_layer(model, first)
     records = []
     for c, cname in enumerate(info.label_names):
-        idx = _examples(y, info.task, c, per_class)
+        idx = _examples(y, multilabel, c, per_class)
         if len(idx) == 0:
             continue
-        x = torch.stack([tensors[int(i)][0] for i in idx]).float()
+        x = torch.stack([_image(tensors[int(i)]) for i in idx]).float()
         with torch.no_grad():
             logits = model(x)
         probs = (torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)).numpy()

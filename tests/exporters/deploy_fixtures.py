@@ -1,9 +1,12 @@
-"""Fixtures of the export / predict tests: one real tiny search + one exported bundle per session, and a factory
-for hand-made bundles (ONNX graphs built with ``onnx.helper``, no torch).
+"""Fixtures of the export / predict tests: tiny *finished run directories* written the cheap way (a real config, a
+real network of a registered space trained a few steps on real data, ``best_arch.json``, ``best.pt``,
+``metrics.json`` with the task's baseline) instead of a search, loaded with the core's
+:func:`mednas_nni.experiment.load_trained`; their exported bundles; and a factory for hand-made bundles (ONNX graphs
+built with ``onnx.helper``, no torch).
 
 Not a ``conftest.py``: the other test folders import the root ``tests/conftest.py`` as ``conftest``, and a second
 non-package ``conftest.py`` would shadow it. Test modules import these fixtures by name; the session results are
-cached here so that several modules share one search and one export.
+cached here so that several modules share one run and one export.
 """
 from __future__ import annotations
 
@@ -14,71 +17,194 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-TINY_OVERRIDES = [
-    "strategy.params.pop_size=4", "strategy.params.generations=1", "evaluator.epochs=1",
-    "evaluator.max_batches_per_epoch=2", "space.params.num_blocks=1", "space.params.num_nodes=2",
-    "space.params.channels=8", "run.progress=false",
-]
-
+CLS_OVERRIDES = ["space.params.num_blocks=1", "space.params.num_nodes=2", "space.params.channels=8",
+                 "evaluator.epochs=1", "run.progress=false", "run.device=cpu"]
+SEG_SIZE = 32
 
 _CACHE: dict[str, object] = {}
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    """A finished run directory of a real (tiny) search on the bundled BreastMNIST 28x28 (real MedMNIST data)."""
-    if "run" not in _CACHE:
-        _CACHE["run"] = _tiny_run(tmp_path_factory)
-    return _CACHE["run"]
+def random_sample(space, seed: int) -> dict:
+    """A seeded random valid architecture from ``space.simplify()`` (Categorical: uniform), canonicalized."""
+    from nni.mutable import Categorical
+
+    rng = np.random.default_rng(seed)
+    for _ in range(200):
+        sample = {}
+        for label, mutable in space.simplify().items():
+            if isinstance(mutable, Categorical):
+                sample[label] = mutable.values[int(rng.integers(len(mutable.values)))]
+            else:  # any other mutable type: NNI's own seeded random draw
+                sample.update(mutable.random(random_state=np.random.RandomState(int(rng.integers(2**31)))))
+        sample = space.canonicalize(sample) if hasattr(space, "canonicalize") else sample
+        ok = space.is_valid(sample) if hasattr(space, "is_valid") else True
+        if (ok[0] if isinstance(ok, tuple) else ok):
+            return sample
+    raise AssertionError(f"{type(space).__name__}: no valid sample in 200 draws")
 
 
-def _tiny_run(tmp_path_factory) -> Path:
-    from mednas_nni.config import load_config
-    from mednas_nni.experiment import run_search
+def _train_steps(model, task, dataset, steps: int, batch_size: int, seed: int) -> None:
+    import torch
+    from torch.utils.data import DataLoader
 
-    root = tmp_path_factory.mktemp("runs")
-    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mp.setenv("NNI_CONFIG_DIR", str(tmp_path_factory.mktemp("nni-config")))
-        cfg = load_config(None, [f"run.out_dir={root}", *TINY_OVERRIDES])
-        rd = run_search(cfg)
+    torch.manual_seed(seed)
+    loss_fn = task.loss(dataset)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loader = DataLoader(dataset.dataset("train"), batch_size=batch_size, shuffle=True)
+    model.train()
+    done = 0
+    while done < steps:
+        for batch in loader:
+            opt.zero_grad()
+            loss = loss_fn(model(batch["image"].float()), task.target(torch.as_tensor(batch["label"])))
+            loss.backward()
+            opt.step()
+            done += 1
+            if done >= steps:
+                break
+    model.eval()
+
+
+def write_run(root: Path, config: Path | None, overrides: list[str], *, steps: int = 12, batch_size: int = 32,
+              seed: int = 0) -> Path:
+    """A finished run directory, written without a search (what ``run_search`` leaves behind at ``done``)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from mednas_nni.config import dump_config, load_config
+    from mednas_nni.experiment import RunContext
+    from mednas_nni.io import RunDir, atomic_torch_save, atomic_write_json, atomic_write_text
+
+    cfg = load_config(config, [f"run.out_dir={root}", *overrides])
+    rd = RunDir.create(root, "tiny")
+    atomic_write_text(rd / RunDir.CONFIG, dump_config(cfg))
+    ctx = RunContext.build(cfg, rd)
+    space = ctx.build_space()
+    sample = random_sample(space, seed)
+    torch.manual_seed(seed)
+    model = space.freeze(sample)
+    _train_steps(model, ctx.task, ctx.dataset, steps, batch_size, seed)
+    atomic_torch_save(model.state_dict(), rd / RunDir.BEST_WEIGHTS)
+    atomic_write_json(rd / RunDir.BEST_ARCH, sample)
+
+    def scores(split):
+        return ctx.task.evaluate(model, DataLoader(ctx.dataset.dataset(split), batch_size=64), "cpu")
+
+    metrics = {"dataset": ctx.dataset.info.name, "task": ctx.task.name, "space": cfg.space.name,
+               "strategy": cfg.strategy.name, "best_finalist": 0, "selected_by": "val_" + ctx.select_key,
+               "best_epoch": 1, "val": scores("val"), "test": scores("test"),
+               "baseline_test": ctx.task.baseline(ctx.dataset, "test"),
+               "params": int(sum(p.numel() for p in model.parameters())),
+               "search": {"evaluated": 1, "failed": 0, "pruned": 0, "seconds": 0.0},
+               "retrain": {"epochs": 1, "seconds": 0.0}, "device": "cpu", "seed": seed}
+    atomic_write_json(rd / RunDir.METRICS, metrics)
+    rd.set_status(phase="done")
     return rd.path
 
 
-@pytest.fixture(scope="session")
-def exported(tiny_run, tmp_path_factory) -> tuple[Path, dict]:
-    """``(bundle folder, report)``: the tiny run exported with int8 (small calibration / latency budgets)."""
-    if "exported" not in _CACHE:
-        _CACHE["exported"] = _export(tiny_run, tmp_path_factory)
-    return _CACHE["exported"]
+def load(run_dir: Path):
+    from mednas_nni.experiment import load_trained
 
-
-def _export(tiny_run, tmp_path_factory) -> tuple[Path, dict]:
-    from mednas_nni.exporters.onnx import ONNXExporter
-
-    out = tmp_path_factory.mktemp("export") / "bundle"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        report = ONNXExporter(int8=True, calibration_images=32, latency_runs=5, gradcam_per_class=1).export(
-            tiny_run, out)
-    return out, report
+        return load_trained(run_dir)
+
+
+# ---------------------------------------------------------------------------------------- classification
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished run directory: an ``mstf_cell`` network trained a few steps on the bundled BreastMNIST 28x28."""
+    if "run" not in _CACHE:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _CACHE["run"] = write_run(tmp_path_factory.mktemp("runs"), None, CLS_OVERRIDES)
+    return _CACHE["run"]
 
 
 @pytest.fixture(scope="session")
 def trained(tiny_run):
-    """``(model, cfg, dataset)`` of the tiny run (PyTorch reference)."""
-    from mednas_nni.experiment import load_trained_model
-
+    """The :class:`~mednas_nni.contracts.TrainedModel` of the tiny run (the PyTorch reference)."""
     if "trained" not in _CACHE:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _CACHE["trained"] = load_trained_model(tiny_run)
+        _CACHE["trained"] = load(tiny_run)
     return _CACHE["trained"]
 
 
+@pytest.fixture(scope="session")
+def exported(trained, tmp_path_factory) -> tuple[Path, dict]:
+    """``(bundle folder, report)``: the tiny run exported with int8 (small calibration / latency budgets)."""
+    if "exported" not in _CACHE:
+        from mednas_nni.exporters.onnx import ONNXExporter
+
+        out = tmp_path_factory.mktemp("export") / "bundle"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report = ONNXExporter(int8=True, calibration_images=32, latency_runs=5, gradcam_per_class=1).export(
+                trained, out)
+        _CACHE["exported"] = (out, report)
+    return _CACHE["exported"]
+
+
+# ---------------------------------------------------------------------------------------- segmentation
+SEG_CONFIG = """\
+# ISBI 2012 EM (30 real image/mask pairs) at {size}x{size} through the folder plugin, a small unet space
+data:
+  name: folder
+  params: {{root: {root}, images: images, masks: masks, size: {size}, name: isbi2012_em}}
+task: {{name: segmentation}}
+space:
+  name: unet
+  params: {{depths: [2, 3], widths: [8], dropouts: [0.0]}}
+strategy: {{name: random, params: {{}}}}
+evaluator: {{epochs: 1, batch_size: 8}}
+run: {{progress: false, device: cpu}}
+"""
+
+
+def seg_config(folder: Path, data_root: Path) -> Path:
+    """A real segmentation config file (written into ``folder``)."""
+    f = folder / "seg.yml"
+    f.write_text(SEG_CONFIG.format(root=data_root, size=SEG_SIZE))
+    return f
+
+
+@pytest.fixture(scope="session")
+def seg_run(tmp_path_factory) -> Path:
+    """A finished segmentation run directory (``unet`` on ISBI 2012 EM at 32 px, trained a few steps)."""
+    from conftest import require_data
+
+    data = require_data("isbi2012_em")
+    if "seg_run" not in _CACHE:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            root = tmp_path_factory.mktemp("segruns")
+            _CACHE["seg_run"] = write_run(root, seg_config(root, data), [], steps=8, batch_size=8)
+    return _CACHE["seg_run"]
+
+
+@pytest.fixture(scope="session")
+def seg_trained(seg_run):
+    if "seg_trained" not in _CACHE:
+        _CACHE["seg_trained"] = load(seg_run)
+    return _CACHE["seg_trained"]
+
+
+@pytest.fixture(scope="session")
+def seg_exported(seg_trained, tmp_path_factory) -> tuple[Path, dict]:
+    """``(bundle folder, report)`` of the segmentation run, with int8."""
+    if "seg_exported" not in _CACHE:
+        from mednas_nni.exporters.onnx import ONNXExporter
+
+        out = tmp_path_factory.mktemp("segexport") / "bundle"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report = ONNXExporter(int8=True, calibration_images=8, latency_runs=3).export(seg_trained, out)
+        _CACHE["seg_exported"] = (out, report)
+    return _CACHE["seg_exported"]
+
+
+# ---------------------------------------------------------------------------------------- hand-made bundles
 def _conv_seg_model(channels: int, classes: int):
     """``image (N,C,H,W) -> logits (N,K,H,W)``: a 1x1 conv; class k's logit is ``(2k-1) * (mean_c x - 0.5)``."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = np.zeros((classes, channels, 1, 1), np.float32)
@@ -110,7 +236,11 @@ def _mean_cls_model(channels: int, size: int, classes: int):
 
 @pytest.fixture
 def make_bundle(tmp_path):
-    """Factory: ``make_bundle(task=..., channels=..., size=..., classes=..., **prep_overrides) -> folder``."""
+    """Factory: ``make_bundle(task=..., channels=..., size=..., classes=..., **prep_overrides) -> folder``.
+
+    Writes a format-version-1 ``preprocessing.json`` (``task`` = the old MedMNIST type or ``segmentation``), so
+    these bundles also check that old bundles still load.
+    """
     import onnx
 
     def make(task: str = "multi-class", channels: int = 3, size: int = 16, classes: int = 3,

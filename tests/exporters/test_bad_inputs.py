@@ -11,7 +11,7 @@ from mednas_nni.cli import main
 from mednas_nni.deploy_runtime import Bundle, predict_files, read_images
 from mednas_nni.errors import DataError, RunDirError
 
-from deploy_fixtures import exported, make_bundle, tiny_run  # noqa: F401 - pytest fixtures
+from deploy_fixtures import exported, make_bundle, tiny_run, trained  # noqa: F401 - pytest fixtures
 
 
 def _cli(capsys, *argv):
@@ -34,13 +34,13 @@ def test_export_foreign_folder(tmp_path, capsys):
 
 
 def test_export_run_without_weights(tiny_run, tmp_path, capsys):
-    from mednas_nni.exporters.onnx import ONNXExporter
+    from mednas_nni.experiment import load_trained
 
     rd = tmp_path / "run"
     shutil.copytree(tiny_run, rd, ignore=shutil.ignore_patterns("bundle", "gradcam", "export*"))
     (rd / "best.pt").unlink()
     with pytest.raises(RunDirError, match=r"run: expected best\.pt \(written when a run finishes\), got none"):
-        ONNXExporter().export(rd, rd / "bundle")
+        load_trained(rd)
     rc, err = _cli(capsys, "export", str(rd))
     assert rc == 2 and len(err) == 1 and "expected best.pt" in err[0]
     assert not (rd / "bundle").exists() and not [p for p in rd.iterdir() if p.name.startswith(".")]
@@ -171,3 +171,52 @@ def test_bundle_files_that_disagree(exported, tmp_path, capsys):
     (d / "model.int8.onnx").unlink()
     with pytest.raises(DataError, match=r"model\.int8\.onnx: file not found.*; export with --int8"):
         Bundle(d, int8=True)
+
+
+# --------------------------------------------------------------------------- preprocessing.json schema
+@pytest.mark.parametrize("edit,match", [
+    (lambda p: p["input"].update(channels=0), r"preprocessing\.json: input\.channels: .*greater than or equal to 1"
+                                              r".*got 0"),
+    (lambda p: p["intensity"].update(mean=[0.5, 0.5]), r"preprocessing\.json: intensity\.mean: expected 1 value\(s\) "
+                                                       r"\(one per channel\), got \[0\.5, 0\.5\]"),
+    (lambda p: p["intensity"].update(std=[0.0]), r"preprocessing\.json: intensity: expected non-zero std values"),
+    (lambda p: p["output"].update(activation="relu"), r"preprocessing\.json: output\.activation: expected "
+                                                      r"'softmax' or 'sigmoid', got 'relu'"),
+    (lambda p: p["output"].update(label_names=[]), r"preprocessing\.json: output\.label_names: .*got \[\]"),
+    (lambda p: p.update(version=99), r"preprocessing\.json: expected format 'mednas-bundle' version <= 2, got "
+                                     r"'mednas-bundle' version 99"),
+    (lambda p: p.pop("input"), r"preprocessing\.json: input: expected a value, got none"),
+    (lambda p: p["input"].update(colour="gray"), r"preprocessing\.json: input\.colour: unknown field"),
+])
+def test_damaged_preprocessing_fields(exported, tmp_path, edit, match):
+    d = tmp_path / "b"
+    shutil.copytree(exported[0], d)
+    prep = json.loads((d / "preprocessing.json").read_text())
+    edit(prep)
+    (d / "preprocessing.json").write_text(json.dumps(prep))
+    with pytest.raises(DataError, match=match) as err:
+        Bundle(d)
+    assert "\n" not in str(err.value)
+
+
+def test_preprocessing_schema_round_trip(exported, tmp_path):
+    """What the exporter writes is exactly what the reader reads (one schema)."""
+    from mednas_nni.deploy.preprocessing import Preprocessing
+
+    f = exported[0] / "preprocessing.json"
+    prep = Preprocessing.read(f)
+    assert prep.to_dict() == json.loads(f.read_text())
+    prep.write(tmp_path / "p.json")
+    assert Preprocessing.read(tmp_path / "p.json") == prep
+
+
+def test_segmentation_bundle_with_a_class_output_is_refused(make_bundle):
+    d = make_bundle(task="segmentation", channels=1, size=8, classes=2)
+    import onnx
+
+    from deploy_fixtures import _mean_cls_model
+
+    onnx.save(_mean_cls_model(1, 8, 2), str(d / "model.onnx"))  # a classifier graph declared as segmentation
+    with pytest.raises(DataError, match=r"task segmentation needs a per-pixel output \(batch, K, H, W\), but "
+                                        r"model\.onnx gives shape \['batch', 2\]; expected 4 axes"):
+        Bundle(d)

@@ -10,30 +10,9 @@ import pytest
 from mednas_nni.errors import ConfigError, ExportError
 from mednas_nni.registry import get_plugin, list_plugins
 
-from deploy_fixtures import exported, tiny_run  # noqa: F401 - pytest fixtures
+from deploy_fixtures import exported, random_sample, tiny_run, trained  # noqa: F401 - pytest fixtures
 
 SPACES = [i.name for i in list_plugins("search_spaces", load=False)]
-
-
-def _random_sample(space, seed: int, input_size: int = 28) -> dict:
-    """A seeded random architecture from ``space.simplify()`` (Categorical: uniform over its values).
-
-    Spaces that can describe an architecture too deep for the input (``is_valid(sample, input_size)``) are
-    redrawn until the sample fits, as their strategies prune such samples before training.
-    """
-    from nni.mutable import Categorical
-
-    rng = np.random.default_rng(seed)
-    for _ in range(200):
-        sample = {}
-        for label, mutable in space.simplify().items():
-            if isinstance(mutable, Categorical):
-                sample[label] = mutable.values[int(rng.integers(len(mutable.values)))]
-            else:  # any other mutable type: NNI's own seeded random draw
-                sample.update(mutable.random(random_state=np.random.RandomState(int(rng.integers(2**31)))))
-        if not hasattr(space, "is_valid") or space.is_valid(sample, input_size):
-            return sample
-    raise AssertionError(f"{type(space).__name__}: no valid {input_size}x{input_size} sample in 200 draws")
 
 
 @pytest.mark.parametrize("space_name", SPACES)
@@ -45,14 +24,15 @@ def test_every_space_exports_with_ort_parity(space_name, in_channels, num_classe
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        space = get_plugin("search_spaces", space_name)(in_channels=in_channels, num_classes=num_classes)
+        space = get_plugin("search_spaces", space_name)(spatial_dims=2, in_channels=in_channels,
+                                                        out_channels=num_classes, image_size=28)
         torch.manual_seed(seed)
-        model = space.freeze(_random_sample(space, seed)).eval()
+        model = space.freeze(random_sample(space, seed)).eval()
         path = export_onnx(model, tmp_path / "m.onnx", (in_channels, 28, 28), opset=17)
     # batch 3 differs from the export batch (2): the batch axis must be dynamic
     x = np.random.default_rng(seed).standard_normal((3, in_channels, 28, 28)).astype(np.float32)
     diff, ref, got = onnx_parity(path, model, x)
-    assert got.shape == (3, num_classes)
+    assert got.shape[:2] == (3, num_classes)  # (N, K) classifiers, (N, K, H, W) segmentation networks
     assert diff <= 1e-4, f"{space_name}: max |Δ| {diff}"
     import onnx
 
@@ -62,15 +42,17 @@ def test_every_space_exports_with_ort_parity(space_name, in_channels, num_classe
 
 
 def test_bundle_of_a_real_run(exported, tiny_run):
+    """The bundle of a real (tiny) mstf_cell run on BreastMNIST: files, parity, metrics from the task, card."""
     out, report = exported
     names = {p.name for p in out.iterdir()}
     assert names == {"model.onnx", "model.int8.onnx", "preprocessing.json", "model_card.md", "parity.json"}
     parity = json.loads((out / "parity.json").read_text())
     assert parity["passed"] and parity["max_abs_diff_logits"] <= 1e-4 and parity["max_abs_diff_end_to_end"] <= 1e-4
     assert parity["images"] == 156  # the whole BreastMNIST test split
-    assert set(parity["metrics"]["pytorch"]) >= {"acc", "auc"}
+    assert set(parity["metrics"]["pytorch"]) == {"acc", "auc", "balanced_acc", "f05"}  # the task's metrics
     assert parity["metrics"]["pytorch"]["acc"] == pytest.approx(parity["metrics"]["onnxruntime_fp32"]["acc"])
-    # metrics.json of the run was computed by the evaluator on the same test split
+    assert parity["argmax_agreement"] == 1.0 and parity["task"] == "classification"
+    # metrics.json of the run was computed by the task on the same test split
     run_test = json.loads((tiny_run / "metrics.json").read_text())["test"]
     assert parity["metrics"]["pytorch"]["auc"] == pytest.approx(run_test["auc"], abs=1e-6)
     prep = json.loads((out / "preprocessing.json").read_text())
@@ -79,11 +61,15 @@ def test_bundle_of_a_real_run(exported, tiny_run):
     assert prep["intensity"]["scale"] == pytest.approx(1 / 255) and prep["intensity"]["mean"] == [0.5]
     assert prep["output"]["activation"] == "softmax" and prep["output"]["label_names"] == ["malignant",
                                                                                            "normal, benign"]
-    assert prep["task"] == "binary-class" and prep["dataset"] == "breastmnist_28"
+    assert prep["version"] == 2 and prep["task"] == "classification" and prep["task_type"] == "binary-class"
+    assert prep["dataset"] == "breastmnist_28"
     card = (out / "model_card.md").read_text()
     for needle in ("not a medical device", "CC BY 4.0", "majority baseline", "zc_nsga2", "Parameters:",
-                   "FLOPs per image", "onnxruntime batch 1", "block0", "Grad-CAM", "train 546"):
+                   "FLOPs per image", "onnxruntime batch 1", "Grad-CAM", "train 546",
+                   "It classifies a 28x28 gray image into one of 2 classes (malignant, normal, benign).",
+                   "| ACC |", "| AUC |", "| balanced ACC |", "| F0.5 |"):
         assert needle in card, needle
+    assert "| Dice |" not in card
     assert report["flops"] > 0 and report["params_count"] > 0
     # Grad-CAM PNGs of each class in RUN_DIR/gradcam
     gradcam = json.loads((tiny_run / "gradcam" / "index.json").read_text())
@@ -96,7 +82,8 @@ def test_bundle_of_a_real_run(exported, tiny_run):
 def test_int8_drop_is_written(exported):
     out, _ = exported
     i8 = json.loads((out / "parity.json").read_text())["int8"]
-    assert set(i8["drop_points_vs_pytorch"]) == {"acc", "auc"} and np.isfinite(i8["max_abs_diff_logits"])
+    assert set(i8["drop_points_vs_pytorch"]) == {"acc", "auc", "balanced_acc", "f05"}
+    assert np.isfinite(i8["max_abs_diff_logits"]) and 0 <= i8["argmax_agreement"] <= 1
     assert i8["metrics"]["acc"] >= 0 and "int8" in (out / "model_card.md").read_text()
     import onnx
 
@@ -111,16 +98,16 @@ def test_int8_of_a_default_size_model_is_smaller_and_close(tmp_path):
 
     from mednas_nni.data.medmnist import MedMNISTDataset
     from mednas_nni.exporters._quant import quantize_int8
-    from mednas_nni.exporters.onnx import _stack_split, export_onnx, onnx_parity, ort_session
+    from mednas_nni.exporters.onnx import export_onnx, onnx_parity, ort_session, stack_split
 
     ds = MedMNISTDataset()  # bundled BreastMNIST 28x28
-    calib, _, _ = _stack_split(ds, "train", limit=32)
-    x, _, _ = _stack_split(ds, "test", limit=64)
+    calib, _, _ = stack_split(ds, "train", limit=32)
+    x, _, _ = stack_split(ds, "test", limit=64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        space = get_plugin("search_spaces", "mstf_cell")(in_channels=1, num_classes=2)
+        space = get_plugin("search_spaces", "mstf_cell")(in_channels=1, out_channels=2, image_size=28)
         torch.manual_seed(0)
-        model = space.freeze(_random_sample(space, 3)).eval()
+        model = space.freeze(random_sample(space, 3)).eval()
         fp32 = export_onnx(model, tmp_path / "m.onnx", (1, 28, 28))
     settings = quantize_int8(fp32, tmp_path / "m.int8.onnx", calib)
     assert settings["format"] == "QDQ"
@@ -132,7 +119,7 @@ def test_int8_of_a_default_size_model_is_smaller_and_close(tmp_path):
     assert np.abs(got - ref).max() < 0.2 * (np.abs(ref).max() + 1e-3)
 
 
-def test_parity_failure_writes_nothing(tiny_run, tmp_path, monkeypatch, capsys):
+def test_parity_failure_writes_nothing(tiny_run, trained, tmp_path, monkeypatch, capsys):
     """An exporter bug (the ONNX graph computes something else) must fail the export with one line."""
     import copy
 
@@ -152,7 +139,7 @@ def test_parity_failure_writes_nothing(tiny_run, tmp_path, monkeypatch, capsys):
     out = tmp_path / "b"
     with pytest.raises(ExportError, match=r"onnx parity failed for .*model.onnx: max \|Δ\| .* > atol 0.0001"
                        ) as err:
-        mod.ONNXExporter(gradcam_per_class=1, latency_runs=2).export(tiny_run, out)
+        mod.ONNXExporter(gradcam_per_class=1, latency_runs=2).export(trained, out)
     assert "\n" not in str(err.value)
     assert not out.exists() and list(tmp_path.iterdir()) == []
     assert not [p for p in tiny_run.iterdir() if p.name.startswith(".gradcam")]
@@ -167,7 +154,7 @@ def test_parity_failure_writes_nothing(tiny_run, tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_reexport_replaces_a_bundle_but_not_a_foreign_folder(tiny_run, tmp_path):
+def test_reexport_replaces_a_bundle_but_not_a_foreign_folder(trained, tmp_path):
     from mednas_nni.exporters.onnx import ONNXExporter
 
     out = tmp_path / "b"
@@ -175,23 +162,23 @@ def test_reexport_replaces_a_bundle_but_not_a_foreign_folder(tiny_run, tmp_path)
     (out / "notes.txt").write_text("mine")
     exporter = ONNXExporter(gradcam_per_class=0, latency_runs=2)
     with pytest.raises(ExportError, match="exists and is not a bundle"):
-        exporter.export(tiny_run, out)
+        exporter.export(trained, out)
     assert (out / "notes.txt").read_text() == "mine"
     (out / "notes.txt").unlink()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        exporter.export(tiny_run, out)
+        exporter.export(trained, out)
         (out / "marker").write_text("from the first export")
-        report = exporter.export(tiny_run, out)  # an earlier bundle is replaced as a whole
+        report = exporter.export(trained, out)  # an earlier bundle is replaced as a whole
     assert not (out / "marker").exists() and (out / "model.onnx").is_file()
     assert "model.int8.onnx" not in report["files"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
 
 
-def test_export_section_of_a_config_is_validated_and_runs(tiny_run, tmp_path):
-    """What ``run_search`` does for ``export: {name: onnx, params: ...}`` (experiment.py)."""
+def test_export_section_of_a_config_is_validated_and_runs(trained, tmp_path):
+    """What ``run_search`` does for ``export: {name: onnx, params: ...}``: the exporter gets the TrainedModel the
+    core holds (experiment.py)."""
     from mednas_nni.config import load_config
-    from mednas_nni.io import RunDir
 
     cfg = load_config(None, ["export.name=onnx", "export.params.latency_runs=2", "export.params.gradcam_per_class=0"])
     assert cfg.export.params["opset"] == 17 and cfg.export.params["atol"] == 1e-4
@@ -201,7 +188,26 @@ def test_export_section_of_a_config_is_validated_and_runs(tiny_run, tmp_path):
         load_config(None, ["export.name=onnx", "export.params.atol=-1"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        report = get_plugin("exporters", cfg.export.name)(**cfg.export.params).export(RunDir(tiny_run),
-                                                                                      tmp_path / "export")
+        report = get_plugin("exporters", cfg.export.name)(**cfg.export.params).export(trained, tmp_path / "export")
     json.dumps(report)  # JSON-able
     assert report["parity"]["passed"] and (tmp_path / "export" / "model.onnx").is_file()
+
+
+def test_export_does_not_reload_or_move_the_callers_model(trained, tmp_path, monkeypatch):
+    """The exporter works on what the caller holds: no run-directory loading, the model stays where it was."""
+    import mednas_nni.experiment as experiment
+    from mednas_nni.exporters.onnx import ONNXExporter
+
+    def no_reload(*a, **k):
+        raise AssertionError("the exporter must not reload the run")
+
+    monkeypatch.setattr(experiment, "load_trained", no_reload)
+    monkeypatch.setattr(experiment, "load_trained_model", no_reload)
+    before = {k: v.clone() for k, v in trained.model.state_dict().items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ONNXExporter(gradcam_per_class=0, latency_runs=2).export(trained, tmp_path / "b")
+    after = trained.model.state_dict()
+    assert all((before[k] == after[k]).all() for k in before) and not trained.model.training
+    with pytest.raises(TypeError, match="expected a TrainedModel"):
+        ONNXExporter().export(str(tmp_path), tmp_path / "c")

@@ -25,7 +25,7 @@ def test_images(trained, tmp_path_factory):
     import torch
     from PIL import Image
 
-    model, _, dataset = trained
+    model, dataset = trained.model, trained.dataset
     raw, _ = dataset.arrays("test")
     d = tmp_path_factory.mktemp("inputs")
     pngs = []
@@ -35,7 +35,7 @@ def test_images(trained, tmp_path_factory):
     np.save(d / "stack.npy", raw[:N_IMAGES])
     ds = dataset.dataset("test")
     with torch.no_grad():
-        probs = torch.softmax(model(torch.stack([ds[i][0] for i in range(N_IMAGES)]).float()), 1).numpy()
+        probs = torch.softmax(model(torch.stack([ds[i]["image"] for i in range(N_IMAGES)]).float()), 1).numpy()
     return pngs, d / "stack.npy", probs
 
 
@@ -58,7 +58,8 @@ def test_predict_matches_pytorch_on_real_test_images(exported, test_images, tmp_
         assert all(r["class"] == bundle.label_names[r["class_index"]] for r in recs)
         assert not any("notes" in r for r in recs)  # 28x28 uint8 gray: nothing converted
     doc = json.loads(out.read_text())
-    assert doc["predictions"] == json.loads(json.dumps(records)) and doc["task"] == "binary-class"
+    assert doc["predictions"] == json.loads(json.dumps(records))
+    assert doc["task"] == "classification" and doc["task_type"] == "binary-class"
 
 
 def test_cli_predict_prints_json_lines_and_writes_out(exported, test_images, tmp_path, capsys):
@@ -141,6 +142,7 @@ def test_preprocessing_conversions(make_bundle, tmp_path):
 
     d = make_bundle(task="multi-class", channels=1, size=8, classes=2, channel_conversion={"rgb_to_gray": True})
     prep = Bundle(d).prep
+    assert prep.version == 1 and prep.task == "classification" and prep.task_type == "multi-class"  # v1 read
     ramp16 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
     x16 = preprocess(InputImage("a", None, ramp16), prep)
     assert x16.shape == (1, 8, 8) and x16.min() == 0 and x16.max() == pytest.approx(1.0)
