@@ -1,115 +1,44 @@
-"""Retraining and evaluation of classification finalists with the MedMNIST v2 recipe and metrics.
+"""Compatibility shim: classification training and metrics moved to the ``classification`` task.
 
-Recipe (Yang et al., MedMNIST v2, ``MedMNIST/experiments`` ``train_and_eval_pytorch.py``): Adam lr 1e-3,
-batch 128, lr x0.1 at 50 % and 75 % of the epochs, cross-entropy (BCE-with-logits for multi-label),
-the checkpoint with the best **val AUC** is kept. Unlike the reference script, which keeps ``best_model``
-by reference (so in effect the last epoch), we deep-copy the best state and report it.
-
-BatchNorm statistics are recomputed on (up to ``bn_batches``) training batches before every validation
-(``torch.optim.swa_utils.update_bn``, "precise BN"): with small sets and short budgets (BreastMNIST has 5 batches
-of 128 per epoch) the running averages still hold much of their initial value after a few epochs, and in eval
-mode the error compounds over the layers until the network outputs a constant.
-
-Metrics are ``medmnist.evaluator.getAUC`` / ``getACC`` (the official definitions). The training loop is
-hand-written: we need exactly these metrics and this selection rule on plain PyTorch modules, and a
-Lightning trainer would add start-up time without adding anything here.
+The metrics live in :mod:`mednas_nni.tasks.classification`, the training loop in :func:`mednas_nni.tasks.training.fit`
+(``ClassificationTask(info).fit(model, dataset, recipe)``). :func:`train_classifier` and :func:`evaluate_classifier`
+keep the old call signatures for scripts written before Core v2 (they now read dict batches).
 """
 from __future__ import annotations
 
-import copy
 import logging
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-import torch
 from torch import nn
-from torch.utils.data import DataLoader
+
+from mednas_nni.tasks.classification import (classification_metrics, is_multilabel, majority_baseline,
+                                             predict_scores)
+from mednas_nni.tasks.training import recalibrate_bn
 
 __all__ = ["train_classifier", "evaluate_classifier", "predict_scores", "classification_metrics",
-           "majority_baseline", "recalibrate_bn"]
+           "majority_baseline", "recalibrate_bn", "is_multilabel"]
 
 _logger = logging.getLogger(__name__)
 
 
-def _is_multilabel(task: str) -> bool:
-    return task.startswith("multi-label")
-
-
-def _loss_fn(task: str) -> nn.Module:
-    return nn.BCEWithLogitsLoss() if _is_multilabel(task) else nn.CrossEntropyLoss()
-
-
-def _targets(y: torch.Tensor, task: str) -> torch.Tensor:
-    return y.float() if _is_multilabel(task) else y.view(-1).long()
-
-
-@torch.no_grad()
-def predict_scores(model: nn.Module, loader: DataLoader, task: str, device: str = "cpu",
-                   max_batches: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(y_true (N, k), y_score (N, K))``: sigmoid for multi-label, softmax otherwise (MedMNIST convention)."""
-    model.eval()
-    ys, ss = [], []
-    for b, (x, y) in enumerate(loader):
-        if max_batches is not None and b >= max_batches:
-            break
-        out = model(x.to(device).float())
-        ss.append((torch.sigmoid(out) if _is_multilabel(task) else torch.softmax(out, 1)).cpu().numpy())
-        ys.append(y.cpu().numpy())
-    return np.concatenate(ys), np.concatenate(ss)
-
-
-def classification_metrics(y_true: np.ndarray, y_score: np.ndarray, task: str) -> dict[str, float]:
-    """MedMNIST ACC and AUC (official ``medmnist.evaluator`` definitions) plus balanced accuracy, and for
-    binary tasks F0.5 with label 1 as the positive class (MHSMA: abnormal)."""
-    from medmnist.evaluator import getACC, getAUC
-    from sklearn.metrics import balanced_accuracy_score, fbeta_score
-
-    out = {"acc": float(getACC(y_true, y_score, task)), "auc": float(getAUC(y_true, y_score, task))}
-    if not _is_multilabel(task):
-        pred = y_score.argmax(1)
-        out["balanced_acc"] = float(balanced_accuracy_score(y_true.reshape(-1), pred))
-        if task == "binary-class":
-            out["f05"] = float(fbeta_score(y_true.reshape(-1), pred, beta=0.5, pos_label=1, zero_division=0.0))
-    return out
-
-
-def evaluate_classifier(model: nn.Module, loader: DataLoader, task: str, device: str = "cpu",
+def evaluate_classifier(model: nn.Module, loader: Any, task: str, device: str = "cpu",
                         max_batches: int | None = None) -> dict[str, float]:
+    """:func:`classification_metrics` of :func:`predict_scores` for the MedMNIST task type ``task``."""
     return classification_metrics(*predict_scores(model, loader, task, device, max_batches), task)
 
 
-def majority_baseline(y_train: np.ndarray, y_eval: np.ndarray, task: str) -> dict[str, float]:
-    """Always predicting the training set's majority class (AUC of a constant score is 0.5)."""
-    if _is_multilabel(task):
-        maj = (y_train.mean(0) >= 0.5).astype(float)
-        acc = float((y_eval == maj).mean())
-        return {"acc": acc, "auc": 0.5}
-    classes = int(max(y_train.max(), y_eval.max())) + 1
-    maj = int(np.bincount(y_train.reshape(-1), minlength=classes).argmax())
-    return {"acc": float((y_eval.reshape(-1) == maj).mean()), "auc": 0.5, "balanced_acc": 1.0 / classes,
-            "majority_class": maj}
+class _Sets:
+    """The two data sets of the old signature, seen as a data-set plugin by :func:`~mednas_nni.tasks.training.fit`."""
 
+    def __init__(self, train_set: Any, val_set: Any):
+        self.sets = {"train": train_set, "val": val_set}
 
-def recalibrate_bn(model: nn.Module, inputs: Iterable[torch.Tensor], device: str = "cpu") -> None:
-    """Recompute BatchNorm running statistics as the plain average over ``inputs`` (training batches).
+    def dataset(self, split: str, augment: bool = False) -> Any:
+        return self.sets[split]
 
-    ``torch.optim.swa_utils.update_bn`` ("precise BN"); a no-op for a model without BatchNorm.
-    """
-    from torch.optim.swa_utils import update_bn
-
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        update_bn((x.float() for x in inputs), model, device=torch.device(device))
-
-
-def _recalibrate_bn(model: nn.Module, train_set: Any, batch_size: int, device: str, max_batches: int | None,
-                    seed: int) -> None:
-    if max_batches == 0:
-        return
-    g = torch.Generator().manual_seed(seed)
-    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=g)
-    recalibrate_bn(model, (x for b, (x, _) in enumerate(loader) if max_batches is None or b < max_batches), device)
+    def loss_weights(self) -> None:
+        return None
 
 
 def train_classifier(model: nn.Module, train_set: Any, val_set: Any, task: str, *, epochs: int, batch_size: int,
@@ -118,51 +47,17 @@ def train_classifier(model: nn.Module, train_set: Any, val_set: Any, task: str, 
                      num_workers: int = 0, max_batches_per_epoch: int | None = None,
                      on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                      progress: bool = False, desc: str = "train", bn_batches: int | None = 32) -> dict[str, Any]:
-    """Train with the MedMNIST v2 recipe; return the history, the best epoch's state and its val metrics.
+    """The pre-Core-v2 signature of :func:`mednas_nni.tasks.training.fit` (``on_epoch(epoch, record)``)."""
+    from mednas_nni.config import EvaluatorConfig
+    from mednas_nni.contracts import DatasetInfo
+    from mednas_nni.tasks.classification import ClassificationTask
+    from mednas_nni.tasks.training import fit
 
-    ``on_epoch(epoch, metrics)`` is called after every epoch (used to report NNI intermediate results).
-    """
-    from tqdm.auto import tqdm
-
-    g = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=g, num_workers=num_workers)
-    val_loader = DataLoader(val_set, batch_size=max(batch_size, 256), shuffle=False, num_workers=num_workers)
-    model = model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.MultiStepLR(
-        opt, milestones=sorted({max(1, int(round(m * epochs))) for m in milestones}), gamma=gamma)
-    crit = _loss_fn(task)
-    history: list[dict[str, float]] = []
-    best: dict[str, Any] = {"score": -np.inf}
-    key = select_by.removeprefix("val_")
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, leave=False, dynamic_ncols=True)
-    for epoch in bar:
-        model.train()
-        t0, total, n = time.perf_counter(), 0.0, 0
-        for b, (x, y) in enumerate(train_loader):
-            if max_batches_per_epoch is not None and b >= max_batches_per_epoch:
-                break
-            x, y = x.to(device).float(), _targets(y.to(device), task)
-            opt.zero_grad(set_to_none=True)
-            loss = crit(model(x), y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}")
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(x)
-            n += len(x)
-        sched.step()
-        _recalibrate_bn(model, train_set, batch_size, device, bn_batches, seed + epoch)
-        val = evaluate_classifier(model, val_loader, task, device, max_batches_per_epoch)
-        rec = {"epoch": epoch + 1, "train_loss": total / max(n, 1), **{f"val_{k}": v for k, v in val.items()},
-               "seconds": time.perf_counter() - t0}
-        history.append(rec)
-        if val[key] > best["score"]:
-            best = {"score": val[key], "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict()),
-                    "val": val}
-        bar.set_postfix(loss=f"{rec['train_loss']:.3f}", val_auc=f"{val['auc']:.3f}", val_acc=f"{val['acc']:.3f}")
-        if on_epoch is not None:
-            on_epoch(epoch + 1, rec)
-    bar.close()
-    model.load_state_dict(best["state"])
-    return {"history": history, "best_epoch": best["epoch"], "best_state": best["state"], "val": best["val"]}
+    info = DatasetInfo(name="train_classifier", task_type=task, num_classes=0, in_channels=0, image_size=0,
+                       label_names=[])
+    recipe = EvaluatorConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                             milestones=list(milestones), gamma=gamma, select_by=select_by, num_workers=num_workers,
+                             max_batches_per_epoch=max_batches_per_epoch, bn_batches=bn_batches)
+    callback = None if on_epoch is None else (lambda rec: on_epoch(int(rec["epoch"]), rec))
+    return fit(ClassificationTask(info), model, _Sets(train_set, val_set), recipe, device=device, seed=seed,
+               on_epoch=callback, progress=progress, desc=desc)

@@ -15,6 +15,9 @@ frozen :class:`~mednas_nni.search_spaces.genas_cnn.GeNASCNN` and:
    ``[fitness](history, **fitness_params)`` (GeNAS-WF by default).
 
 F0.5 uses **abnormal (label 1) as the positive class** (precision weighted over recall, beta = 0.5).
+The training itself is the task's (:meth:`Task.train_curve <mednas_nni.contracts.Task.train_curve>`, by default
+:func:`mednas_nni.tasks.training.train_curve`); this module keeps the NNI reporting and the pre-Core-v2 helpers
+(:func:`load_data`, :func:`binary_metrics`, :func:`train_curve` taking a ``data`` dict) for existing callers.
 If training fails, the reason is written to ``<error_dir>/<arch hash>.txt`` (so the strategy can record it) and the
 exception is re-raised, so NNI marks the trial FAILED.
 """
@@ -32,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mednas_nni.evaluators.classification import recalibrate_bn
+from mednas_nni.tasks.training import materialize, split_tensors
 
 __all__ = ["genas_trial", "train_curve", "binary_metrics", "load_data", "materialize"]
 
@@ -55,103 +58,42 @@ def binary_metrics(y_true: np.ndarray, p_abnormal: np.ndarray, threshold: float 
 
 
 def load_data(data: dict[str, Any]) -> Any:
-    """The data set plugin ``data = {'name': ..., 'params': {...}}``, built once per process."""
+    """``{"plugin": data set, "task": its task}`` for ``data = {'name': ..., 'params': {...}}``, built once per
+    process (the task is the registered plugin named by ``plugin.info.task``)."""
     from mednas_nni.registry import get_plugin
 
     key = json.dumps(data, sort_keys=True, default=str)
     if key not in _DATA_CACHE:
-        cls = get_plugin("datasets", data["name"])
-        _DATA_CACHE[key] = {"plugin": cls(**data.get("params", {}))}
+        plugin = get_plugin("datasets", data["name"])(**data.get("params", {}))
+        task = get_plugin("tasks", getattr(plugin.info, "task", None) or "classification")(plugin.info)
+        _DATA_CACHE[key] = {"plugin": plugin, "task": task}
     return _DATA_CACHE[key]
 
 
-def materialize(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """All items of a (deterministic) data set as ``(x (N, C, H, W) float, y (N,) long)`` tensors."""
-    loader = torch.utils.data.DataLoader(ds, batch_size=256, shuffle=False)
-    xs, ys = [], []
-    for x, y in loader:
-        xs.append(torch.as_tensor(x).float())
-        ys.append(torch.as_tensor(y).reshape(-1).long())
-    return torch.cat(xs), torch.cat(ys)
-
-
 def _tensors(entry: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if split not in entry:
-        entry[split] = materialize(entry["plugin"].dataset(split, augment=False))
-    return entry[split]
+    """``(x, y (N,) long)`` of a split (materialised once per process; see :func:`~mednas_nni.tasks.training.split_tensors`)."""
+    x, y = split_tensors(entry["plugin"], split)
+    if y.ndim > 1 and y[0].numel() == 1:   # one label per image: (N, 1) -> (N,), as before Core v2
+        y = y.reshape(-1)
+    return x, y
 
 
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, device: str, batch_size: int = 256) -> np.ndarray:
+    """P(label 1) of a binary classifier (softmax column 1), in eval mode."""
     model.eval()
     out = [torch.softmax(model(x[i:i + batch_size].to(device)), 1)[:, 1].cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(out).numpy()
 
 
-def _reset_parameters(model: nn.Module, seed: int) -> None:
-    torch.manual_seed(seed)
-    for m in model.modules():
-        if hasattr(m, "reset_parameters") and m is not model:
-            m.reset_parameters()
-
-
 def train_curve(model: nn.Module, data: dict[str, Any], *, epochs: int, batch_size: int = 64, lr: float = 1e-3,
                 weight_decay: float = 0.0, seed: int = 0, device: str = "cpu", augment: bool = False,
                 max_batches_per_epoch: int | None = None, on_epoch: Any = None) -> list[dict[str, float]]:
-    """Train ``model`` and return its per-epoch history (``train_loss`` and ``val_*`` metrics per epoch)."""
+    """:meth:`Task.train_curve <mednas_nni.contracts.Task.train_curve>` of the data set named by ``data``."""
     entry = load_data(data)
-    plugin = entry["plugin"]
-    x_val, y_val = _tensors(entry, "val")
-    if augment:
-        train_loader = torch.utils.data.DataLoader(plugin.dataset("train", augment=True), batch_size=batch_size,
-                                                   shuffle=True, generator=torch.Generator().manual_seed(seed))
-    else:
-        x_tr, y_tr = _tensors(entry, "train")
-        train_loader = None
-    weights = plugin.loss_weights() if hasattr(plugin, "loss_weights") else None
-    crit = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
-    _reset_parameters(model, seed)
-    model = model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    g = torch.Generator().manual_seed(seed)
-    history: list[dict[str, float]] = []
-    for epoch in range(1, epochs + 1):
-        model.train()
-        t0, total, n = time.perf_counter(), 0.0, 0
-        if train_loader is None:
-            perm = torch.randperm(len(x_tr), generator=g)
-            batches = ((x_tr[perm[i:i + batch_size]], y_tr[perm[i:i + batch_size]])
-                       for i in range(0, len(perm), batch_size))
-        else:
-            batches = iter(train_loader)
-        for b, (x, y) in enumerate(batches):
-            if max_batches_per_epoch is not None and b >= max_batches_per_epoch:
-                break
-            x, y = x.to(device).float(), torch.as_tensor(y).reshape(-1).long().to(device)
-            if len(x) < 2:   # BatchNorm needs two samples per channel in training mode
-                continue
-            opt.zero_grad(set_to_none=True)
-            loss = crit(model(x), y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}")
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(x)
-            n += len(x)
-        # Precise BN before validating (see mednas_nni.evaluators.classification): with a few batches per epoch
-        # the running statistics still hold their initial values and the eval-mode curve would be noise.
-        if train_loader is None:
-            idx = torch.randperm(len(x_tr), generator=g)[:32 * batch_size]
-            recalibrate_bn(model, (x_tr[idx[i:i + batch_size]] for i in range(0, len(idx), batch_size)), device)
-        else:
-            recalibrate_bn(model, (x for b, (x, _) in enumerate(train_loader) if b < 32), device)
-        val = binary_metrics(y_val.numpy(), _predict(model, x_val, device))
-        rec = {"epoch": epoch, "train_loss": total / max(n, 1), **{f"val_{k}": v for k, v in val.items()},
-               "seconds": time.perf_counter() - t0}
-        history.append(rec)
-        if on_epoch is not None:
-            on_epoch(rec)
-    return history
+    return entry["task"].train_curve(model, entry["plugin"], epochs=epochs, batch_size=batch_size, lr=lr,
+                                     weight_decay=weight_decay, seed=seed, device=device, augment=augment,
+                                     max_batches_per_epoch=max_batches_per_epoch, on_epoch=on_epoch)
 
 
 def _resolve_device(device: str) -> str:

@@ -1,13 +1,22 @@
-"""Retraining recipe and metrics: BatchNorm recalibration, best-epoch selection, MedMNIST metrics, baselines."""
+"""The classification shim and metrics: BatchNorm recalibration, best-epoch selection, MedMNIST metrics, baselines.
+
+``mednas_nni.evaluators.classification`` re-exports the ``classification`` task's functions; its
+``train_classifier`` runs :func:`mednas_nni.tasks.training.fit` (dict or tuple samples).
+"""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from mednas_nni.data.medmnist import MedMNISTDataset
-from mednas_nni.evaluators.classification import classification_metrics, majority_baseline, train_classifier
+from mednas_nni.evaluators.classification import (classification_metrics, evaluate_classifier, majority_baseline,
+                                                  predict_scores, recalibrate_bn, train_classifier)
+from mednas_nni.evaluators.genas_trial import binary_metrics
+from mednas_nni.tasks import classification as task_module
 
 
 def _small_bn_net():
@@ -18,14 +27,25 @@ def _small_bn_net():
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
 
 
+def _image(sample):
+    return sample["image"] if isinstance(sample, dict) else sample[0]
+
+
+def test_shim_reexports_the_task_functions():
+    assert classification_metrics is task_module.classification_metrics
+    assert majority_baseline is task_module.majority_baseline and predict_scores is task_module.predict_scores
+    assert recalibrate_bn is task_module.recalibrate_bn
+
+
 @pytest.mark.parametrize("bn_batches, recalibrated", [(None, True), (0, False)])
 def test_bn_statistics_are_recalibrated_before_validation(bn_batches, recalibrated):
+    torch.set_num_threads(1)
     ds = MedMNISTDataset()
     net = _small_bn_net()
     train_classifier(net, ds.dataset("train"), ds.dataset("val"), "binary-class", epochs=1, batch_size=128,
                      lr=1e-3, bn_batches=bn_batches)
     # true per-channel variance of each BN layer's input over the training set (train-mode stats)
-    x = torch.stack([ds.dataset("train")[i][0] for i in range(546)])
+    x = torch.stack([torch.as_tensor(_image(ds.dataset("train")[i])) for i in range(546)]).float()
     ratios = []
     for i, m in enumerate(net):
         if isinstance(m, nn.BatchNorm2d):
@@ -38,14 +58,20 @@ def test_bn_statistics_are_recalibrated_before_validation(bn_batches, recalibrat
 
 
 def test_best_epoch_state_is_kept_and_reported():
+    torch.set_num_threads(1)
     ds = MedMNISTDataset()
     seen = []
-    out = train_classifier(_small_bn_net(), ds.dataset("train"), ds.dataset("val"), "binary-class", epochs=3,
-                           batch_size=128, lr=1e-3, on_epoch=lambda e, rec: seen.append(rec))
+    net = _small_bn_net()
+    out = train_classifier(net, ds.dataset("train"), ds.dataset("val"), "binary-class", epochs=3,
+                           batch_size=128, lr=1e-3, on_epoch=lambda e, rec: seen.append((e, rec)))
     aucs = [h["val_auc"] for h in out["history"]]
-    assert [r["epoch"] for r in seen] == [1, 2, 3]
+    assert [e for e, _ in seen] == [1, 2, 3] and [r["epoch"] for _, r in seen] == [1, 2, 3]
     assert out["best_epoch"] == int(np.argmax(aucs)) + 1
     assert out["val"]["auc"] == max(aucs)
+    from torch.utils.data import DataLoader
+
+    again = evaluate_classifier(net, DataLoader(ds.dataset("val"), batch_size=256), "binary-class")
+    assert again == out["val"]                      # the model holds the best epoch's weights
 
 
 def test_metrics_follow_medmnist_definitions():
@@ -58,7 +84,19 @@ def test_metrics_follow_medmnist_definitions():
     assert m["f05"] == pytest.approx(0.5)          # precision 1/2, recall 1/2 for label 1
     y3 = np.array([[0], [1], [2], [2]])
     s3 = np.eye(3)[[0, 1, 2, 1]]
-    assert classification_metrics(y3, s3, "multi-class")["acc"] == pytest.approx(0.75)
+    m3 = classification_metrics(y3, s3, "multi-class")
+    assert m3["acc"] == pytest.approx(0.75) and "f05" not in m3
+    assert classification_metrics(np.array([[1], [1]]), score[:2], "binary-class")["auc"] == 0.5  # one class
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.floats(0.001, 0.999).filter(lambda p: p != 0.5)),
+                min_size=4, max_size=40).filter(lambda r: len({y for y, _ in r}) == 2))
+def test_binary_metrics_equal_the_former_trial_metrics(rows):
+    y = np.array([[a] for a, _ in rows])
+    p1 = np.array([p for _, p in rows], dtype=np.float32)
+    m = classification_metrics(y, np.stack([1 - p1, p1], 1), "binary-class")
+    assert m == pytest.approx(binary_metrics(y, p1))
 
 
 def test_majority_baseline():
