@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from nni.mutable import Categorical, Mutable, SampleValidationError
 from nni.nas.nn.pytorch import MutableModule
@@ -55,6 +55,7 @@ def test_labels_values_and_metadata() -> None:
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sample=SAMPLES, c_in=st.sampled_from([1, 3]), c_out=st.sampled_from([2, 3]))
+@example(sample={"depth": 5, "width": 32, "unit": "residual", "norm": "instance", "dropout": 0.2}, c_in=3, c_out=3)
 def test_every_sample_builds_and_runs_at_64(sample, c_in, c_out) -> None:
     space = SPACES[c_in, c_out]
     assert space.is_valid(sample) == (True, "")          # 64 px: even depth 5 keeps a 2x2 bottleneck
