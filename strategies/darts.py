@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 
 from mednas_nni.contracts import OneShotStrategy, PluginParams
 from mednas_nni.engines.oneshot import (ALPHA_PNG, METRICS_CSV, OneShotRecorder, build_evaluator,
-                                        finalists_from_export, make_loader, plot_alpha,
+                                        finalists_from_export, fit_oneshot, make_loader, plot_alpha,
                                         supernet_modules)
 from mednas_nni.errors import ConfigError
 
@@ -140,12 +140,13 @@ class DARTSSearch(OneShotStrategy):
         _logger.info("DARTS: %d labels, %d epochs on %d train / %d val images (first-order, NNI)",
                      n_labels, p.epochs, len(train_ds), len(val_ds))
         t0 = time.perf_counter()
-        oneshot.evaluate(supernet)
+        fit_oneshot(oneshot, supernet)
         sample = oneshot.module.export()
         probs = OneShotRecorder.probs(oneshot.module)
         _logger.info("DARTS done in %.1f s: %s", time.perf_counter() - t0, sample)
+        task_name = getattr(task, "name", type(task).__name__)
         plot_alpha(recorder.rows, ctx.run_dir / ALPHA_PNG,
-                   title=f"DARTS (first-order): softmax(α) per label, {getattr(task, 'name', type(task).__name__)} task")
+                   title=f"DARTS (first-order): softmax(α) per label, {task_name} task")
         return finalists_from_export(space, sample, self.chosen_as, probs)
 
     def __repr__(self) -> str:

@@ -1,7 +1,9 @@
-"""Helpers shared by one-shot (supernet) strategies: NNI's Lightning evaluator from a task, per-epoch records, finalists.
+"""Helpers shared by one-shot (supernet) strategies: NNI's Lightning evaluator, per-epoch records, finalists.
 
-A one-shot strategy (DARTS, Liu et al., ICLR 2019, and the methods built on it) does four things around NNI's
-machinery, and this module holds each once:
+A one-shot strategy (DARTS, Liu et al., ICLR 2019, and the methods built on it) follows NNI's one-shot recipe by hand,
+without a ``NasExperiment`` (``strategy.mutate_model(space)``, ``strategy.mutate_evaluator(evaluator)``,
+:func:`fit_oneshot`, ``module.export()``; :func:`supernet_modules` tells whether the space could be relaxed at all),
+and does four things around NNI's machinery, which this module holds once each:
 
 * :func:`build_evaluator`: NNI's ``Lightning`` evaluator around the task's
   :class:`~mednas_nni.tasks.lightning.TaskLightningModule`, with NNI's traced ``DataLoader`` (seeded shuffling) and a
@@ -29,7 +31,7 @@ from ..errors import SearchError
 from ..io import atomic_savefig, atomic_write_text
 
 __all__ = ["METRICS_CSV", "ALPHA_PNG", "make_loader", "trainer_device", "build_evaluator", "in_nni_trial",
-           "OneShotRecorder", "plot_alpha", "finalists_from_export", "prob_column", "supernet_modules"]
+           "OneShotRecorder", "plot_alpha", "finalists_from_export", "prob_column", "supernet_modules", "fit_oneshot"]
 
 _logger = logging.getLogger(__name__)
 
@@ -85,6 +87,23 @@ def build_evaluator(task: Any, train_loader: Any, val_loader: Any, *, run_dir: P
                       limit_train_batches=limit_train_batches, callbacks=list(callbacks or []),
                       **trainer_device(device))
     return Lightning(module, trainer, train_dataloaders=train_loader, val_dataloaders=val_loader)
+
+
+class _DropMissingValWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Validation dataloaders are missing" not in record.getMessage()
+
+
+def fit_oneshot(oneshot_evaluator: Any, supernet: Any) -> Any:
+    """``oneshot_evaluator.evaluate(supernet)`` (the Lightning fit of the one-shot module), without NNI's warning
+    about missing validation loaders: one-shot strategies consume the val loader inside training on purpose."""
+    nni_logger = logging.getLogger("nni.nas.evaluator.pytorch.lightning")
+    quiet = _DropMissingValWarning()
+    nni_logger.addFilter(quiet)
+    try:
+        return oneshot_evaluator.evaluate(supernet)
+    finally:
+        nni_logger.removeFilter(quiet)
 
 
 def in_nni_trial() -> bool:
