@@ -75,8 +75,9 @@ class SegmentationParams(PluginParams):
     @model_validator(mode="after")
     def _names_cover_map(self) -> SegmentationParams:
         if self.label_map and self.label_names is not None and max(self.label_map.values()) >= len(self.label_names):
-            raise ValueError(f"label_names: expected a name for every class in label_map (0..{max(self.label_map.values())}),"
-                             f" got {len(self.label_names)} names")
+            top = max(self.label_map.values())
+            raise ValueError(f"label_names: expected a name for every class in label_map (0..{top}), "
+                             f"got {len(self.label_names)} names")
         return self
 
 

@@ -132,8 +132,8 @@ class MHSMADataset(DatasetPlugin):
     @property
     def info(self) -> DatasetInfo:
         return DatasetInfo(
-            name=f"mhsma_{self.label}_{self.size}", task="classification", task_type="binary-class", num_classes=2, in_channels=1,
-            image_size=self.size, label_names=["normal", "abnormal"], licence="CC BY-NC-SA 4.0",
+            name=f"mhsma_{self.label}_{self.size}", task="classification", task_type="binary-class", num_classes=2,
+            in_channels=1, image_size=self.size, label_names=["normal", "abnormal"], licence="CC BY-NC-SA 4.0",
             citation=CITATION, split_sizes={"train": 1000, "val": 240, "test": 300},
             mean=[_MEAN], std=[_STD],
             extra={"label": self.label, "size": self.size, "root": str(self.root), "imbalance": self.imbalance,

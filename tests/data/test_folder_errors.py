@@ -71,7 +71,8 @@ def test_native_sizes_must_agree(tmp_path):
     root = _pairs(tmp_path)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "images" / "c4.png")
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "masks" / "c4.png")
-    with pytest.raises(DataError, match=r"c\d\.png: expected size \((20, 24|8, 8)\) like c\d\.png, got \((8, 8|20, 24)\); set size to resize"):
+    with pytest.raises(DataError, match=r"c\d\.png: expected size \((20, 24|8, 8)\) like c\d\.png, "
+                                        r"got \((8, 8|20, 24)\); set size to resize"):
         FolderDataset(root=root, size=None).info
 
 
