@@ -6,7 +6,8 @@ import csv
 import nni
 import pytest
 import torch
-from _oneshot_helpers import BreastSlice, ClassificationTask, TinyClassifierSpace
+from _oneshot_helpers import (BreastSlice, ClassificationTask, DiscSegmentation, SegmentationTask, TinyClassifierSpace,
+                              TinySegmenterSpace)
 from nni.nas.evaluator.pytorch import Lightning, LightningModule, Trainer
 
 from mednas_nni.engines.oneshot import (OneShotRecorder, build_evaluator, finalists_from_export, in_nni_trial,
@@ -45,6 +46,22 @@ def test_task_module_trains_and_validates_with_the_tasks_metrics(tmp_path, monke
     for name in task.metric_names:
         assert logged[f"val_{name}"] == pytest.approx(direct[name], abs=1e-6), name
     assert not list(tmp_path.rglob("*.onnx")) and not list(tmp_path.rglob("lightning_logs"))
+
+
+def test_task_module_segmentation_validation_equals_task_evaluate(tmp_path):
+    data = DiscSegmentation(n_train=16, n_val=10)
+    task = SegmentationTask(data.info)
+    torch.manual_seed(0)
+    net = TinySegmenterSpace().freeze({"mid": "conv3"})
+    train = make_loader(data.dataset("train"), 8, shuffle=True, seed=0)
+    val = make_loader(data.dataset("val"), 4, shuffle=False, seed=0)
+    ev = build_evaluator(task, train, val, run_dir=tmp_path, device="cpu", max_epochs=1, lr=3e-3, weight_decay=0.0)
+    ev.evaluate(net)
+    logged = {k: float(v) for k, v in ev.trainer.callback_metrics.items()}
+    direct = task.evaluate(net, val, device="cpu")
+    assert {f"val_{k}" for k in direct} <= set(logged)
+    for k, v in direct.items():
+        assert logged[f"val_{k}"] == pytest.approx(v, abs=1e-5, nan_ok=True), k
 
 
 def test_replay_metrics_equal_task_evaluate_and_check_counts():
