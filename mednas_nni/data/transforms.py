@@ -4,6 +4,10 @@ Both pipelines scale ``uint8`` pixels to [0, 1] and then apply ``(x - mean) / st
 ``DatasetInfo.mean``/``std`` fully describe the network input (the exported ``preprocessing.json`` repeats them).
 The classification pipeline without ``augment`` gives exactly the tensors of the pre-Core-v2 array pipeline
 (``tests/data/test_dict_samples.py`` compares them item by item).
+
+Random transforms are seeded when the pipeline is built, from ``torch.initial_seed()`` unless a seed is given, so
+``torch.manual_seed(s)`` before ``plugin.dataset(split, augment=True)`` makes the augmented views reproducible in a
+single-process loader (MONAI's own ``DataLoader`` reseeds them per worker).
 """
 from __future__ import annotations
 
@@ -28,8 +32,12 @@ def _intensity(channels_last: bool, mean: Sequence[float], std: Sequence[float])
     ]
 
 
+def _seeded(ts: list, seed: int | None) -> Compose:
+    return Compose(ts).set_random_state(seed=int(torch.initial_seed() if seed is None else seed) % 2**32)
+
+
 def classification_transforms(channels_last: bool, mean: Sequence[float], std: Sequence[float],
-                              augment: bool = False) -> Compose:
+                              augment: bool = False, seed: int | None = None) -> Compose:
     """``{"image": uint8 (H, W) or (H, W, C), "label": (k,) ints}`` -> float ``(C, H, W)`` image, long ``(k,)`` label.
 
     With ``augment``: a random horizontal flip and a small random affine (rotation ±0.1 rad, scale ±10 %),
@@ -41,11 +49,11 @@ def classification_transforms(channels_last: bool, mean: Sequence[float], std: S
                RandAffined(keys=IMAGE, prob=0.5, rotate_range=0.1, scale_range=0.1, padding_mode="border")]
     ts += [EnsureTyped(keys=IMAGE, data_type="tensor", dtype=None, track_meta=False),
            EnsureTyped(keys=LABEL, data_type="tensor", dtype=torch.long, track_meta=False)]
-    return Compose(ts)
+    return _seeded(ts, seed)
 
 
 def segmentation_transforms(channels_last: bool, mean: Sequence[float], std: Sequence[float],
-                            augment: bool = False) -> Compose:
+                            augment: bool = False, seed: int | None = None) -> Compose:
     """``{"image": uint8 (H, W) or (H, W, C), "label": uint8 (H, W) class indices}`` -> float ``(C, H, W)`` image
     and long ``(1, H, W)`` mask.
 
@@ -59,4 +67,4 @@ def segmentation_transforms(channels_last: bool, mean: Sequence[float], std: Seq
                            mode=("bilinear", "nearest"), padding_mode=("border", "zeros"))]
     ts += [EnsureTyped(keys=IMAGE, data_type="tensor", dtype=torch.float32, track_meta=False),
            EnsureTyped(keys=LABEL, data_type="tensor", dtype=torch.long, track_meta=False)]
-    return Compose(ts)
+    return _seeded(ts, seed)

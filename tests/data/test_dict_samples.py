@@ -99,3 +99,13 @@ def test_augmented_samples_keep_shapes_and_labels():
     batch = next(iter(torch.utils.data.DataLoader(aug, batch_size=8)))
     assert batch["image"].shape == (8, 1, 28, 28) and batch["image"].dtype == torch.float32
     assert batch["label"].shape == (8, 1) and batch["label"].dtype == torch.long
+
+
+def test_augmented_views_follow_the_torch_seed():
+    ds = MedMNISTDataset()
+    views = []
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)
+        aug = ds.dataset("train", augment=True)
+        views.append(torch.stack([aug[i]["image"] for i in range(16)]))
+    assert torch.equal(views[0], views[1]) and not torch.equal(views[0], views[2])
