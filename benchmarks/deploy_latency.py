@@ -5,8 +5,10 @@
     python benchmarks/deploy_latency.py RUN_DIR --mode full    # + CUDA eager when a GPU is there, 200 runs
 
 Models: the winner of ``RUN_DIR`` (its frozen best architecture with trained weights), and a torchvision ResNet-18
-(``num_classes`` of the data set, first conv taking the data set's channels, 28x28 input) trained for
-``--resnet-epochs`` epochs with the same recipe, so that its int8 metric drop means something.
+(``num_classes`` of the data set, first conv taking the data set's channels) trained for ``--resnet-epochs``
+epochs with the run's recipe through its task (classification runs only; a segmentation run benchmarks its winner
+alone), so that its int8 metric drop means something. Metrics are the task's (``task.evaluate``), for PyTorch
+and for onnxruntime alike.
 
 For each model: ``model.onnx`` (the exporter's own :func:`~mednas_nni.exporters.onnx.export_onnx`), its parity on the
 whole test split, ``model.int8.onnx`` (the exporter's static QDQ quantisation, 128 training images) and its metric
@@ -41,9 +43,9 @@ SEARCH_OVERRIDES = ["strategy.params.pop_size=10", "strategy.params.generations=
 
 
 def _cpu_model() -> str:
-    from mednas_nni.exporters.onnx import _cpu_name   # one implementation (also used by the model card)
+    from mednas_nni.exporters._measure import cpu_name   # one implementation (also used by the model card)
 
-    return _cpu_name()
+    return cpu_name()
 
 
 def _median_ms(fn, runs: int, warmup: int = 10) -> float:
@@ -91,17 +93,20 @@ def _small_search(out_root: Path) -> Path:
     return run_search(cfg).path
 
 
-def _bench_model(name: str, model: Any, dataset: Any, work: Path, runs: int, cuda: bool) -> dict[str, Any]:
+def _bench_model(name: str, model: Any, task: Any, dataset: Any, work: Path, runs: int,
+                 cuda: bool) -> dict[str, Any]:
     import onnxruntime as ort
     import torch
 
+    from mednas_nni.exporters._convert import ort_module, run_session
+    from mednas_nni.exporters._metrics import higher_is_better, metric_names
+    from mednas_nni.exporters._parity import task_metrics
     from mednas_nni.exporters._quant import quantize_int8
-    from mednas_nni.exporters.onnx import _metrics, _run_session, _stack_split, export_onnx, onnx_parity, ort_session
+    from mednas_nni.exporters.onnx import export_onnx, onnx_parity, ort_session, stack_split
 
-    info = dataset.info
     model = model.eval().cpu()
-    x_test, _, y_test = _stack_split(dataset, "test")
-    calib, _, _ = _stack_split(dataset, "train", limit=128, seed=0)
+    x_test, _, _ = stack_split(dataset, "test")
+    calib, _, _ = stack_split(dataset, "train", limit=128, seed=0)
     shape = tuple(int(s) for s in x_test.shape[1:])
     d = work / name
     d.mkdir(parents=True, exist_ok=True)
@@ -111,8 +116,9 @@ def _bench_model(name: str, model: Any, dataset: Any, work: Path, runs: int, cud
     int8 = d / "model.int8.onnx"
     quantize_int8(fp32, int8, calib)
     diff, ref, got = onnx_parity(fp32, model, x_test)
-    got8 = _run_session(ort_session(int8), x_test)
-    m_pt, m_fp, m_i8 = (_metrics(y_test, z, info.task) for z in (ref, got, got8))
+    got8 = run_session(ort_session(int8), x_test)
+    # the task scores all three with the same code (onnxruntime behind an nn.Module)
+    m_pt, m_fp, m_i8 = (task_metrics(task, m, dataset) for m in (model, ort_module(fp32), ort_module(int8)))
     torch_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     res: dict[str, Any] = {
         "params": int(sum(p.numel() for p in model.parameters())),
@@ -120,7 +126,9 @@ def _bench_model(name: str, model: Any, dataset: Any, work: Path, runs: int, cud
                        "onnx_int8": int8.stat().st_size},
         "parity_max_abs_diff": diff,
         "metrics_test": {"pytorch": m_pt, "ort_fp32": m_fp, "ort_int8": m_i8},
-        "int8_drop_points": {k: 100.0 * (m_pt[k] - m_i8[k]) for k in ("acc", "auc")},
+        "int8_drop_points": {k: 100.0 * (m_pt[k] - m_i8[k]) for k in metric_names(task, m_pt)
+                             if k in m_i8 and higher_is_better(k)},
+        # per image for classifiers, per pixel for segmentation networks
         "int8_argmax_agreement": float((ref.argmax(1) == got8.argmax(1)).mean()),
         "latency_ms": {},
     }
@@ -181,11 +189,13 @@ def _targets(res: dict[str, Any]) -> dict[str, Any]:
 
 
 def _markdown(doc: dict[str, Any]) -> str:
+    from mednas_nni.exporters._metrics import metric_label
+
     m = doc["machine"]
     L = ["# Deployment latency: PyTorch eager vs onnxruntime fp32 / int8", "",
          f"Run: `{doc['run_dir']}` ({doc['dataset']}, winner of `{doc['space']}` / `{doc['strategy']}`"
          f"{', searched by this script' if doc['searched_here'] else ''}). Mode `{doc['mode']}`, median of "
-         f"{doc['runs']} runs after 10 warm-up runs, real test images (28x28).", "",
+         f"{doc['runs']} runs after 10 warm-up runs, real test images ({doc['input_size']}).", "",
          f"Machine: {m['cpu']}, {m['cores']} logical cores, {m['platform']}; 1-min load average "
          f"{m['loadavg_1min_before_after'][0]} before / {m['loadavg_1min_before_after'][1]} after (other jobs on "
          "the machine inflate eager timings most, since PyTorch's thread pool suffers most from oversubscription). "
@@ -212,9 +222,9 @@ def _markdown(doc: dict[str, Any]) -> str:
             L += ["", f"PyTorch eager at batch 1 (torch.profiler, self CPU time): {ops}."]
         mt = res["metrics_test"]
         L += ["", "| test metric | PyTorch | ORT fp32 | ORT int8 | int8 drop (points) |", "|---|---|---|---|---|"]
-        for k in ("acc", "auc"):
-            L.append(f"| {k.upper()} | {mt['pytorch'][k]:.4f} | {mt['ort_fp32'][k]:.4f} | {mt['ort_int8'][k]:.4f} | "
-                     f"{res['int8_drop_points'][k]:+.2f} |")
+        for k in res["int8_drop_points"]:
+            L.append(f"| {metric_label(k)} | {mt['pytorch'][k]:.4f} | {mt['ort_fp32'][k]:.4f} | "
+                     f"{mt['ort_int8'][k]:.4f} | {res['int8_drop_points'][k]:+.2f} |")
         L += ["", "| target | value | met |", "|---|---|---|"]
         for k, v in res["targets"].items():
             val = v["value"]
@@ -251,8 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     import torchvision
 
     from mednas_nni import __version__
-    from mednas_nni.evaluators.classification import train_classifier
-    from mednas_nni.experiment import load_trained_model, seed_everything
+    from mednas_nni.experiment import load_trained, seed_everything
     from mednas_nni.io import atomic_write_json, atomic_write_text
 
     t_start = time.perf_counter()
@@ -261,19 +270,23 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         searched = args.run_dir is None
         run_dir = _small_search(work / "runs") if searched else Path(args.run_dir)
-        winner, cfg, dataset = load_trained_model(run_dir)
-        info = dataset.info
-        print(f"winner of {run_dir} ({info.name}): training a ResNet-18 baseline for {args.resnet_epochs} epoch(s)",
-              flush=True)
-        seed_everything(0)
-        resnet = _resnet18(info.in_channels, info.num_classes)
-        ev = cfg.evaluator
-        train_classifier(resnet, dataset.dataset("train"), dataset.dataset("val"), info.task,
-                         epochs=args.resnet_epochs, batch_size=ev.batch_size, lr=ev.lr, device="cpu", seed=0)
+        trained = load_trained(run_dir)
+        cfg, dataset, task, info = trained.cfg, trained.dataset, trained.task, trained.info
+        contenders = [("winner", trained.model)]
+        if task.name == "classification":  # the ResNet-18 baseline is a classifier
+            print(f"winner of {run_dir} ({info.name}): training a ResNet-18 baseline for {args.resnet_epochs} "
+                  "epoch(s)", flush=True)
+            seed_everything(0)
+            resnet = _resnet18(info.in_channels, info.num_classes)
+            fit = task.fit(resnet, dataset, cfg.evaluator.model_copy(update={"epochs": args.resnet_epochs}),
+                           device="cpu", seed=0)
+            if fit.get("best_state") is not None:
+                resnet.load_state_dict(fit["best_state"])
+            contenders.append(("resnet18", resnet))
         models = {}
-        for name, model in (("winner", winner), ("resnet18", resnet)):
+        for name, model in contenders:
             print(f"benchmarking {name}", flush=True)
-            res = _bench_model(name, model, dataset, work, runs, cuda=args.mode == "full")
+            res = _bench_model(name, model, task, dataset, work, runs, cuda=args.mode == "full")
             res["targets"] = _targets(res)
             models[name] = res
         metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
@@ -281,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "deploy_latency", "mode": args.mode, "runs": runs, "warmup": 10,
             "run_dir": str(run_dir) if not searched else "(temporary small search)", "searched_here": searched,
             "search_overrides": SEARCH_OVERRIDES if searched else None,
-            "dataset": info.name, "space": cfg.space.name, "strategy": cfg.strategy.name,
+            "dataset": info.name, "task": task.name, "space": cfg.space.name, "strategy": cfg.strategy.name,
+            "input_size": f"{info.image_size}x{info.image_size}",
             "winner_test_metrics_from_run": metrics.get("test"),
             "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
                         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
