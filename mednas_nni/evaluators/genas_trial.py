@@ -71,7 +71,8 @@ def load_data(data: dict[str, Any]) -> Any:
 
 
 def _tensors(entry: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x, y (N,) long)`` of a split (materialised once per process; see :func:`~mednas_nni.tasks.training.split_tensors`)."""
+    """``(x, y (N,) long)`` of a split, materialised once per process
+    (:func:`~mednas_nni.tasks.training.split_tensors`)."""
     x, y = split_tensors(entry["plugin"], split)
     if y.ndim > 1 and y[0].numel() == 1:   # one label per image: (N, 1) -> (N,), as before Core v2
         y = y.reshape(-1)

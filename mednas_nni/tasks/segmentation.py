@@ -48,7 +48,11 @@ class SegmentationParams(PluginParams):
 
 
 class SegmentationTask(Task):
-    """Semantic segmentation into ``info.num_classes`` classes (background = 0); see the module doc."""
+    """Semantic segmentation into ``info.num_classes`` classes (background = 0); see the module doc.
+
+    :attr:`metric_names` (the possible ``select_by`` keys, with ``val_``) are ``dice``, ``iou``, ``pixel_acc`` and
+    ``dice_<class>`` for every foreground class (e.g. ``dice_nucleus``); ``hd95`` is reported but cannot select.
+    """
 
     name = "segmentation"
     Params = SegmentationParams
@@ -68,6 +72,8 @@ class SegmentationTask(Task):
         if len(self.label_names) != self.num_classes:
             self.label_names = ["background"] + [f"class{c}" for c in range(1, self.num_classes)]
         self.class_keys = class_keys(self.label_names, self.num_classes)
+        # any reported higher-is-better metric can select, including one foreground class's Dice
+        self.metric_names = (*type(self).metric_names, *(f"dice_{k}" for k in self.class_keys))
 
     # ------------------------------------------------------------------ the pieces
     def loss(self, dataset: DatasetPlugin | None = None) -> nn.Module:

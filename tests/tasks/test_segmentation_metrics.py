@@ -106,6 +106,7 @@ def test_hd95_cannot_select_and_loss_options(wbc):
     task = SegmentationTask(wbc.info)
     with pytest.raises(ConfigError, match=r"^evaluator\.select_by: .*val_dice.*got 'val_hd95' \(lower is better"):
         task.select_key("val_hd95")
+    assert task.select_key("val_dice_nucleus") == "dice_nucleus"       # one class's Dice can select
     logits = torch.randn(2, 3, 8, 8)
     y = task.target(torch.randint(0, 3, (2, 8, 8)))
     assert y.shape == (2, 1, 8, 8) and y.dtype == torch.long
