@@ -15,17 +15,18 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-import torch
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..contracts import DatasetInfo, DatasetPlugin, PluginParams
 from ..errors import ConfigError, DataError
 from ._masks import apply_label_map, auto_label_map
 from ._split import SPLITS, file_split, fraction_split
-from .transforms import segmentation_transforms
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch.utils.data
 
 __all__ = ["SegmentationParams", "SegmentationDataset"]
 
@@ -274,6 +275,8 @@ class SegmentationDataset(DatasetPlugin):
     def dataset(self, split: str, augment: bool = False) -> torch.utils.data.Dataset:
         """MONAI ``Dataset`` of ``{"image": float (C, S, S), "label": long (1, S, S)}`` samples."""
         from monai.data import Dataset
+
+        from .transforms import segmentation_transforms   # torch and MONAI load only when samples are needed
 
         x, y = self.arrays(split)
         info = self.info
