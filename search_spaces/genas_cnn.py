@@ -271,6 +271,12 @@ class GeNASCNNSpace(ModelSpace, SearchSpace):
         """``{label: candidate values}`` in ``simplify()`` order (a copy; cheaper than ``simplify()``)."""
         return {k: list(v) for k, v in self._label_values.items()}
 
+    def active_part(self, sample: Dict[str, Any]) -> Dict[str, Any]:
+        """The genes that shape the network: ``depth``, the head and the first ``depth`` layers' genes only."""
+        depth = int(sample["depth"])
+        return {k: v for k, v in sample.items()
+                if not k.startswith("layer") or int(k[5:k.index("/")]) < depth}
+
     def canonicalize(self, sample: Dict[str, Any]) -> Dict[str, Any]:
         """The same architecture with every inactive gene (layer ``>= depth``) set to its first value.
 

@@ -15,8 +15,8 @@ from typing import Any
 __all__ = ["train_and_score", "training_trial_spec"]
 
 
-def train_and_score(model: Any, ctx: Any, report: Callable[[dict[str, Any]], None], *, epochs: int,
-                    fitness: str = "genas_wf", fitness_params: dict[str, Any] | None = None, batch_size: int = 64,
+def train_and_score(model: Any, sample: dict[str, Any], ctx: Any, report: Callable[[dict[str, Any]], None], *,
+                    epochs: int, fitness: str = "genas_wf", fitness_params: dict[str, Any] | None = None, batch_size: int = 64,
                     lr: float = 1e-3, weight_decay: float = 0.0, seed: int = 0, augment: bool = False,
                     max_batches_per_epoch: int | None = None, torch_threads: int | None = None) -> dict[str, Any]:
     """Train ``model`` for ``epochs`` epochs and score its validation curve (see the module doc)."""

@@ -135,8 +135,9 @@ class ProxyScoreError(MedNASError):
     """An architecture whose zero-cost scores could not be computed or are not finite (recorded as failed)."""
 
 
-def score_trial(model: Any, ctx: Any, report: Callable[[dict[str, Any]], None], *, proxies: list[str],
-                objectives: list[str], proxy_batch_size: int = 64, init_seed: int | None = 0) -> dict[str, Any]:
+def score_trial(model: Any, sample: dict[str, Any], ctx: Any, report: Callable[[dict[str, Any]], None], *,
+                proxies: list[str], objectives: list[str], proxy_batch_size: int = 64,
+                init_seed: int | None = 0) -> dict[str, Any]:
     """Trial function: zero-cost scores of one frozen model (see :func:`score_model`) as the final metrics.
 
     ``default`` (what NNI's web UI plots) is bounded in [0, 1]: the share of the architectures scored before in
@@ -283,6 +284,10 @@ class ZeroCostNSGA2(MultiTrialStrategy):
         if not self._algorithm.has_next():
             return None
         self._asked = self._algorithm.ask()
+        if self._asked is None or (hasattr(self._asked, "__len__") and len(self._asked) == 0):
+            # pymoo mated no new offspring (a small space with duplicates eliminated): nothing new to try
+            _logger.info("pymoo proposed no new architecture at generation %d; the search ends", self.generation)
+            return None
         X = np.atleast_2d(np.asarray(self._asked.get("X"))).round().astype(int)
         return [{k: vals[int(i)] for (k, vals), i in zip(self._labels.items(), x)} for x in X]
 

@@ -39,12 +39,16 @@ def make_toy_space():
     from nni.nas.nn.pytorch import LayerChoice, ModelSpace
     from torch import nn
 
+    from mednas_nni.contracts import SearchSpace
+
     class Zero(nn.Module):
         def forward(self, x):
             return x * 0.0
 
-    class ToySpace(ModelSpace):
-        def __init__(self, in_channels: int = 1, num_classes: int = 2):
+    class ToySpace(ModelSpace, SearchSpace):
+        name = "toy"
+
+        def __init__(self, spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2, image_size=None):
             super().__init__()
             self.stem = nn.Conv2d(in_channels, 4, 3, padding=1)
             self.op1 = LayerChoice({"conv1": nn.Conv2d(4, 4, 1), "conv3": nn.Conv2d(4, 4, 3, padding=1),
@@ -52,7 +56,7 @@ def make_toy_space():
             self.op2 = LayerChoice({"conv1": nn.Conv2d(4, 4, 1), "conv3": nn.Conv2d(4, 4, 3, padding=1),
                                     "zero": Zero()}, label="op2")
             self.act = LayerChoice({"relu": nn.ReLU(), "tanh": nn.Tanh()}, label="act")
-            self.head = nn.Linear(4, num_classes)
+            self.head = nn.Linear(4, out_channels)
 
         def forward(self, x):
             x = self.act(self.op1(self.stem(x)))

@@ -28,10 +28,10 @@ __all__ = ["TrialSpec", "TrialResult", "MultiTrialStrategy", "OneShotStrategy"]
 
 @dataclass
 class TrialSpec:
-    """What one trial computes: ``function(model, ctx, report, **kwargs) -> dict`` (a ``"module:attr"`` path, so
+    """What one trial computes: ``function(model, sample, ctx, report, **kwargs) -> dict`` (a ``"module:attr"`` path, so
     the function can be imported in an NNI trial process; ``kwargs`` must be JSON data).
 
-    The function trains or scores the frozen ``model`` and returns its final metrics; ``report(dict)`` sends an
+    The function trains or scores the frozen ``model`` (the network of the canonical ``sample``) and returns its final metrics; ``report(dict)`` sends an
     intermediate result (e.g. one per epoch) to NNI. The returned dict's ``default`` is what NNI's web UI plots:
     ``default_meaning`` documents it (one meaning per experiment).
     """

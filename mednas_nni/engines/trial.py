@@ -6,20 +6,24 @@ in a trial process on NNI's local training service); :func:`main` is the ``nnict
 Both rebuild what they need from the run directory's ``config.resolved.yaml`` (once per process). A trial that
 raises writes the one-line reason to ``<run_dir>/trial_errors/<hash>.txt`` (read by the search loop) and re-raises,
 so NNI shows it FAILED.
+
+A trial process pays for its imports on every architecture, so this module imports neither torch nor NNI's NAS
+evaluators (PyTorch Lightning, torchmetrics, torchvision) at import time: :class:`ArchitectureEvaluator` is built on
+first use, and matplotlib is never imported by an evaluate trial (``MPLCONFIGDIR`` points into the run directory
+for the one retrain trial that draws the figures, so no trial builds a font cache in the user's home).
+``python -m mednas_nni.nni_trial --params FILE`` runs one trial by hand (outside NNI) from a JSON parameter file.
 """
 from __future__ import annotations
 
 import importlib
+import json
 import logging
+import math
+import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Any
-
-from nni.nas.evaluator import FunctionalEvaluator
-
-from .records import arch_hash
-from .search_loop import finite_metrics
 
 __all__ = ["run_trial", "ArchitectureEvaluator", "register_context", "context_for", "trial_error", "main",
            "TRIAL_ERRORS", "TRIAL_ARCHS"]
@@ -50,6 +54,11 @@ def context_for(run_dir: str | Path) -> Any:
     return _CONTEXTS[key]
 
 
+def finite_metrics(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` without NaN/inf floats (same as :func:`~mednas_nni.engines.search_loop.finite_metrics`, import-free)."""
+    return {k: v for k, v in d.items() if not (isinstance(v, float) and not math.isfinite(v))}
+
+
 def _resolve(path: str) -> Any:
     module, _, attr = path.partition(":")
     return getattr(importlib.import_module(module), attr)
@@ -66,7 +75,7 @@ def trial_error(run_dir: str | Path, h: str) -> str | None:
 
 def run_trial(model: Any, *, sample: dict[str, Any], run_dir: str, trial_function: str,
               trial_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Evaluate ``model`` (frozen ``sample``) with ``trial_function(model, ctx, report, **trial_kwargs)`` and report
+    """Evaluate ``model`` (frozen ``sample``) with ``trial_function(model, sample, ctx, report, **trial_kwargs)`` and report
     the final dict to NNI."""
     import nni
 
@@ -77,10 +86,12 @@ def run_trial(model: Any, *, sample: dict[str, Any], run_dir: str, trial_functio
 
     try:
         ctx = context_for(run_dir)
-        final = _resolve(trial_function)(model, ctx, report, **(trial_kwargs or {}))
+        final = _resolve(trial_function)(model, sample, ctx, report, **(trial_kwargs or {}))
         if not isinstance(final, dict) or not isinstance(final.get("default"), (int, float)):
             raise TypeError(f"{trial_function} must return a dict with a numeric 'default', got {type(final).__name__}")
     except Exception as e:
+        from .records import arch_hash
+
         atomic_write_text(Path(run_dir) / TRIAL_ERRORS / f"{arch_hash(sample)}.txt",
                           f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
         raise
@@ -88,17 +99,17 @@ def run_trial(model: Any, *, sample: dict[str, Any], run_dir: str, trial_functio
     return final
 
 
-class ArchitectureEvaluator(FunctionalEvaluator):
-    """NNI's ``FunctionalEvaluator`` that also hands the evaluated architecture's sample to the function."""
+def __getattr__(name: str) -> Any:
+    # lazy: see mednas_nni.engines.arch_evaluator (its import costs ~10 s that nnictl trials do not need)
+    if name == "ArchitectureEvaluator":
+        from .arch_evaluator import ArchitectureEvaluator
 
-    def _execute(self, model: Any) -> Any:
-        return self.function(model.executable_model(), sample=model.sample, **self.arguments)
+        return ArchitectureEvaluator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------------- nnictl trials
 def _run_evaluate(params: dict[str, Any]) -> int:
-    import json
-
     ctx = context_for(params["run_dir"])
     from ..experiment import build_strategy
 
@@ -110,9 +121,34 @@ def _run_evaluate(params: dict[str, Any]) -> int:
     return 0
 
 
-def _run_retrain(params: dict[str, Any]) -> int:
-    import json
+def _numbers(d: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {f"{prefix}{k}": float(v) for k, v in d.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
+
+def _test_if_last(ctx: Any, fins: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """When every finalist is settled, the one trial that takes the lock tests the best finalist (``choose_best``)
+    and returns ``metrics.json``; otherwise None (a later retrain trial, or the tuner, does it)."""
+    from ..experiment import choose_best
+
+    fdir = ctx.run_dir / "finalists"
+    done = [(fdir / str(k) / "result.json").exists() for k in range(len(fins))]
+    if not all(d or (fdir / str(k) / "failed.json").exists() for k, d in enumerate(done)):
+        return None
+    try:
+        os.close(os.open(fdir / ".testing", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return None
+    if "MPLCONFIGDIR" not in os.environ:        # figures: never build a font cache in an unwritable home per trial
+        home_cfg = Path.home() / ".config"
+        if not os.access(home_cfg if home_cfg.exists() else Path.home(), os.W_OK):
+            os.environ["MPLCONFIGDIR"] = str(ctx.run_dir / ".mplconfig")
+    choose_best(ctx, fins, available=done)
+    ctx.run_dir.set_status(phase="done")
+    return json.loads((ctx.run_dir / "metrics.json").read_text())
+
+
+def _run_retrain(params: dict[str, Any]) -> int:
     import nni
 
     from ..experiment import retrain_finalist
@@ -123,23 +159,46 @@ def _run_retrain(params: dict[str, Any]) -> int:
     def on_epoch(rec: dict[str, float]) -> None:
         nni.report_intermediate_result(finite_metrics({"default": rec.get(f"val_{key}"), **rec}))
 
+    i = params["finalist"]
     fins = json.loads((ctx.run_dir / "finalists.json").read_text())
-    res = retrain_finalist(ctx, params["finalist"], fins[params["finalist"]], n_finalists=len(fins),
-                           on_epoch=on_epoch)
-    nni.report_final_result(finite_metrics({"default": res["val"][key], "best_epoch": res["best_epoch"],
-                                            "params": res["params"],
-                                            **{f"val_{k}": v for k, v in res["val"].items()}}))
+    res = retrain_finalist(ctx, i, fins[i], n_finalists=len(fins), on_epoch=on_epoch)
+    final = {"default": res["val"][key], "best_epoch": res["best_epoch"], "params": res["params"],
+             **_numbers(res["val"], "val_")}
+    metrics = _test_if_last(ctx, fins)
+    if metrics is not None:
+        # the test metrics of the chosen finalist, where the web UI shows them (this trial's final result)
+        final.update({"best_finalist": metrics["best_finalist"], **_numbers(metrics["test"], "test_"),
+                      **_numbers(metrics.get("baseline_test") or {}, "baseline_test_")})
+        _logger.info("best finalist %d (val_%s); test: %s", metrics["best_finalist"], key, metrics["test"])
+    nni.report_final_result(finite_metrics(final))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m mednas_nni.nni_trial``: one trial of an nnictl experiment driven by MedNASTuner."""
+def _parameters(argv: list[str]) -> Any:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m mednas_nni.nni_trial",
+                                 description="one trial of an nnictl experiment driven by MedNASTuner")
+    ap.add_argument("--params", metavar="FILE", help="run by hand: the trial's parameters from a JSON file (outside "
+                    "NNI metrics are only logged)")
+    args = ap.parse_args(argv)
+    if args.params:
+        return json.loads(Path(args.params).read_text(encoding="utf-8"))
     import nni
 
+    return nni.get_next_parameter()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mednas_nni.nni_trial``: one trial of an nnictl experiment driven by MedNASTuner.
+
+    Exit status 1 (NNI shows the trial FAILED) for a pruned architecture, a setup error or a failed evaluation; the
+    one-line reason is the trial log's last ``ERROR`` line.
+    """
     from ..errors import MedNASError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    params = nni.get_next_parameter()
+    params = _parameters(sys.argv[1:] if argv is None else argv)
     kind = params.get("mednas") if isinstance(params, dict) else None
     try:
         if kind == "evaluate":
@@ -147,12 +206,17 @@ def main(argv: list[str] | None = None) -> int:
         if kind == "retrain":
             return _run_retrain(params)
         if kind == "invalid":
-            _logger.error("architecture %s was pruned before training: %s", params.get("hash"), params.get("reason"))
+            _logger.error("architecture %s (%s) was pruned before training: %s", params.get("hash"),
+                          params.get("describe"), params.get("reason"))
+            return 1
+        if kind == "setup_error":
+            _logger.error("the search could not start: %s", params.get("reason"))
             return 1
     except MedNASError as e:
         _logger.error("%s", e)
         return 1
-    _logger.error("mednas trial: expected parameters from MedNASTuner ('mednas': evaluate|retrain), got %r", params)
+    _logger.error("mednas trial: expected parameters from MedNASTuner ('mednas': evaluate|retrain|invalid|"
+                  "setup_error), got %r", params)
     return 2
 
 

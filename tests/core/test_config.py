@@ -60,7 +60,7 @@ def test_relative_paths_resolve_against_the_yaml_folder(tmp_path, medmnist_root)
 
 @pytest.mark.parametrize("text, match", [
     ("data: [1, 2\n", r"cfg\.yaml: invalid YAML at line \d+"),
-    ("- just\n- a list\n", r"expected a mapping with sections data, space, strategy"),
+    ("- just\n- a list\n", r"expected a mapping with sections data, task, space, strategy, engine"),
     ("data: {name: medmnist}\n", r"space: required field is missing"),
 ])
 def test_bad_yaml_gives_one_line(tmp_path, text, match):

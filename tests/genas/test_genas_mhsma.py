@@ -12,7 +12,6 @@ from conftest import require_data
 from mednas_nni.config import load_config
 from mednas_nni.data.mhsma import MHSMADataset, MHSMAParams, oversample_indices
 from mednas_nni.errors import ConfigError, DataError
-from mednas_nni.evaluators.genas_trial import binary_metrics, genas_trial
 from mednas_nni.registry import get_plugin
 from mednas_nni.search_spaces.genas_cnn import GeNASCNNSpace
 from mednas_nni.strategies._utils import arch_hash
@@ -36,7 +35,7 @@ def test_official_splits_and_labels(root, label) -> None:
         assert x.shape == (n, 64, 64) and x.dtype == np.uint8
         assert y.shape == (n, 1) and int(y.sum()) == k          # 1 = abnormal
     info = ds.info
-    assert info.task == "binary-class" and info.num_classes == 2 and info.label_names == ["normal", "abnormal"]
+    assert info.task == "classification" and info.task_type == "binary-class" and info.num_classes == 2 and info.label_names == ["normal", "abnormal"]
     assert info.licence == "CC BY-NC-SA 4.0" and "10.1016/j.compbiomed.2019.04.030" in info.citation
     assert info.split_sizes == {"train": 1000, "val": 240, "test": 300} and info.image_size == 64
 
@@ -50,7 +49,7 @@ def test_oversampling_balances_train_only(root) -> None:
     assert np.array_equal(idx, oversample_indices(y, seed=0))
     train = ds.dataset("train")
     assert len(train) == 1660 and len(ds.dataset("val")) == 240
-    img, lab = train[0]
+    img, lab = train[0]["image"], train[0]["label"]
     assert img.shape == (1, 64, 64) and img.dtype == torch.float32 and lab.shape == (1,)
     assert len(MHSMADataset(root=root, label="vacuole", imbalance="none").dataset("train")) == 1000
     w = MHSMADataset(root=root, label="vacuole", imbalance="weighted_loss")
@@ -59,7 +58,7 @@ def test_oversampling_balances_train_only(root) -> None:
 
 def test_augmented_pipeline_runs(root) -> None:
     ds = MHSMADataset(root=root, label="head", imbalance="none").dataset("train", augment=True)
-    assert ds[3][0].shape == (1, 64, 64)
+    assert ds[3]["image"].shape == (1, 64, 64)
 
 
 def test_missing_files_give_one_line_errors(root, tmp_path) -> None:
@@ -90,29 +89,45 @@ def test_example_config_validates(root) -> None:
         load_config("examples/genas_mhsma.yml", ["data.params.size=128"])
 
 
-def test_binary_metrics_positive_class_is_abnormal() -> None:
-    y = np.array([0, 0, 0, 1, 1])
-    m = binary_metrics(y, np.array([0.1, 0.2, 0.9, 0.8, 0.3]))
+def test_f05_positive_class_is_abnormal() -> None:
+    from mednas_nni.tasks.classification import classification_metrics
+
+    y = np.array([0, 0, 0, 1, 1])[:, None]
+    p1 = np.array([0.1, 0.2, 0.9, 0.8, 0.3])
+    m = classification_metrics(y, np.stack([1 - p1, p1], 1), "binary-class")
     assert m["acc"] == pytest.approx(0.6) and m["balanced_acc"] == pytest.approx((2 / 3 + 1 / 2) / 2)
     p, r = 1 / 2, 1 / 2                                     # abnormal: precision 1/2, recall 1/2
     assert m["f05"] == pytest.approx(1.25 * p * r / (0.25 * p + r)) and 0 <= m["auc"] <= 1
-    maj = binary_metrics(y, np.zeros(5))                     # always "normal"
-    assert maj["balanced_acc"] == 0.5 and maj["f05"] == 0.0
 
 
 def test_trial_trains_reports_and_records_failures(root, tmp_path) -> None:
-    space = GeNASCNNSpace(max_depth=3, filters=[4], kernels=[3, 7], strides=[2], pools=["max"], dropouts=[0.0])
-    data = {"name": "mhsma", "params": {"root": str(root), "label": "head"}}
-    good = {**{k: v[0] for k, v in space.label_values.items()}, "depth": 2}
-    final = genas_trial(space.freeze(good), data=data, epochs=2, max_batches_per_epoch=2, seed=0, device="cpu",
-                        error_dir=str(tmp_path))
-    assert len(final["history"]) == 2 and final["default"] == final["fitness"]
-    assert {"val_balanced_acc", "val_acc", "val_f05", "val_auc", "best_val_balanced_acc", "params"} <= set(final)
-    again = genas_trial(space.freeze(good), data=data, epochs=2, max_batches_per_epoch=2, seed=0, device="cpu")
+    """The GeNAS-WF trial (task training + fitness) through the core's trial runner, as an NNI trial runs it."""
+    from mednas_nni.engines.trial import TRIAL_ERRORS, run_trial, trial_error
+    from mednas_nni.experiment import RunContext
+    from mednas_nni.io import RunDir
+
+    cfg = load_config("examples/genas_mhsma.yml", [f"data.params.root={root}", "run.device=cpu",
+                                                   "run.progress=false"])
+    rd = RunDir(tmp_path)
+    (rd / RunDir.CONFIG).write_text("# not read: the context is built here\n")
+    from mednas_nni.engines.trial import register_context
+
+    register_context(RunContext.build(cfg, rd))
+    space = GeNASCNNSpace(image_size=64, max_depth=3, filters=[4], kernels=[3, 7], strides=[2], pools=["max"],
+                          dropouts=[0.0])
+    good = space.canonicalize({**{k: v[0] for k, v in space.label_values().items()}, "depth": 2})
+    kwargs = dict(epochs=2, max_batches_per_epoch=2, seed=0)
+    fn = "mednas_nni.strategies._train_trial:train_and_score"
+    final = run_trial(space.freeze(good), sample=good, run_dir=str(tmp_path), trial_function=fn, trial_kwargs=kwargs)
+    # default = the task's selection metric of the example config (val balanced accuracy), last epoch
+    assert len(final["history"]) == 2 and final["default"] == final["history"][-1]["val_balanced_acc"]
+    assert {"fitness", "val_balanced_acc", "val_acc", "val_f05", "val_auc", "best_val_balanced_acc",
+            "params"} <= set(final)
+    again = run_trial(space.freeze(good), sample=good, run_dir=str(tmp_path), trial_function=fn, trial_kwargs=kwargs)
     assert again["history"][-1]["val_auc"] == final["history"][-1]["val_auc"]     # seeded: same weights, same curve
-    bad = {**good, "depth": 3, "layer0/kernel": 7, "layer1/kernel": 7, "layer2/kernel": 7}   # 64 -> 29 -> 5 -> <0
-    assert not space.is_valid(bad, 64)
+    bad = space.canonicalize({**good, "depth": 3, "layer0/kernel": 7, "layer1/kernel": 7, "layer2/kernel": 7})
+    assert not space.is_valid(bad)[0]                        # 64 -> 29 -> 5 -> < 0: pruned before any training
     with pytest.raises(RuntimeError):
-        genas_trial(space.freeze(bad), data=data, epochs=1, max_batches_per_epoch=1, device="cpu",
-                    error_dir=str(tmp_path))
-    assert "RuntimeError" in (tmp_path / f"{arch_hash(space.canonicalize(bad))}.txt").read_text()
+        run_trial(space.freeze(bad), sample=bad, run_dir=str(tmp_path), trial_function=fn, trial_kwargs=kwargs)
+    assert (tmp_path / TRIAL_ERRORS / f"{arch_hash(bad)}.txt").exists()
+    assert trial_error(tmp_path, arch_hash(bad)).startswith("RuntimeError")

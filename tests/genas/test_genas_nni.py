@@ -28,7 +28,7 @@ from mednas_nni.experiment import resume_search, run_search
 from mednas_nni.io import RunDir, read_jsonl
 from mednas_nni.search_spaces.genas_cnn import GeNASCNNSpace
 from mednas_nni.strategies._utils import arch_hash
-from mednas_nni.strategies.genas_wf import stop_nni_experiment
+from mednas_nni.engines.nni_process import stop_nni_experiment
 
 EXAMPLE = REPO / "examples" / "genas_mhsma.yml"
 TINY = ["strategy.params.epochs_per_trial=1", "strategy.params.max_batches_per_epoch=2", "strategy.params.top_k=1",
@@ -43,7 +43,7 @@ def _free_port() -> int:
 
 
 def _trained_hashes(rd: Path) -> list[str]:
-    return [r["hash"] for r in read_jsonl(rd / RunDir.ARCHS) if r["status"] == "trained"]
+    return [r["hash"] for r in read_jsonl(rd / RunDir.ARCHS) if r["status"] == "ok"]
 
 
 def _nni_succeeded_hashes(rd: Path, exp_id: str, space: GeNASCNNSpace) -> list[str]:
@@ -101,19 +101,22 @@ def _mednas(env, *args, timeout=420) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_mednas_search_sequential_engine_end_to_end(tmp_path) -> None:
     require_data("mhsma")
-    cfg = load_config(EXAMPLE, ["strategy.params.engine=sequential", "strategy.params.population_size=3",
+    cfg = load_config(EXAMPLE, ["engine.kind=sequential", "strategy.params.population_size=3",
                                 "strategy.params.generations=2", f"run.out_dir={tmp_path}", "run.progress=false",
                                 *TINY])
     rd = run_search(cfg)
     assert rd.status()["phase"] == "done"
     trained = _trained_hashes(rd.path)
     assert 3 <= len(trained) <= 6 and len(trained) == len(set(trained))
-    rec = next(r for r in read_jsonl(rd / RunDir.ARCHS) if r["status"] == "trained")
-    assert len(rec["history"]) == 1 and {"val_f05", "val_balanced_acc", "val_auc"} <= set(rec["metrics"])
-    summary = json.loads((rd / "genas_summary.json").read_text())
-    assert summary["trained"] == len(trained) and summary["finalists"][0]["chosen_as"].startswith("top-1")
+    rec = next(r for r in read_jsonl(rd / RunDir.ARCHS) if r["status"] == "ok")
+    assert len(rec["metrics"]["history"]) == 1
+    assert {"fitness", "val_f05", "val_balanced_acc", "val_auc"} <= set(rec["metrics"]) and rec["describe"]
+    summary = json.loads((rd / "search_summary.json").read_text())
+    assert summary["evaluated"] == len(trained) and summary["finalists"][0]["chosen_as"].startswith("top-1")
+    assert "val_balanced_acc" in summary["default_metric"]
     metrics = json.loads((rd / RunDir.METRICS).read_text())
-    assert metrics["strategy"] == "genas_wf" and metrics["majority_baseline_test"]["acc"] == pytest.approx(0.73)
+    assert metrics["strategy"] == "genas_wf" and metrics["baseline_test"]["acc"] == pytest.approx(0.73)
+    assert metrics["selected_by"] == "val_balanced_acc"
     assert resume_search(rd.path).path == rd.path          # a finished run: nothing to do
     assert _trained_hashes(rd.path) == trained
 
@@ -126,8 +129,8 @@ def test_local_training_service_end_to_end(tmp_path, nni_env) -> None:
     env, started = nni_env
     port = _free_port()
     t0 = time.perf_counter()
-    out = _mednas(env, "search", str(EXAMPLE), "strategy.params.engine=local", "strategy.params.population_size=2",
-                  "strategy.params.generations=1", f"strategy.params.port={port}", f"run.out_dir={tmp_path}/runs",
+    out = _mednas(env, "search", str(EXAMPLE), "engine.kind=local", "strategy.params.population_size=2",
+                  "strategy.params.generations=1", f"engine.port={port}", f"run.out_dir={tmp_path}/runs",
                   *TINY, "--no-progress")
     wall = time.perf_counter() - t0
     rd = next((tmp_path / "runs").iterdir())
@@ -139,12 +142,13 @@ def test_local_training_service_end_to_end(tmp_path, nni_env) -> None:
     trained = _trained_hashes(rd)
     assert len(trained) == 2 and sorted(trained) == sorted(_nni_succeeded_hashes(rd, exp_id, GeNASCNNSpace(
         **load_config(EXAMPLE).space.params)))
-    # NNI got per-epoch intermediate dicts and the final dict (default = fitness), as the web UI shows them
+    # NNI got per-epoch intermediate dicts and the final dict (default = val balanced accuracy), as the web UI shows
     db = sqlite3.connect(rd / "nni" / exp_id / "db" / "nni.sqlite")
     kinds = collections.Counter(t for (t,) in db.execute("select type from MetricData"))
     assert kinds == {"PERIODICAL": 2, "FINAL": 2}
     final = json.loads(json.loads(db.execute("select data from MetricData where type='FINAL'").fetchone()[0]))
     assert {"default", "fitness", "val_f05", "val_balanced_acc", "history"} <= set(final)
+    assert final["default"] == final["val_balanced_acc"]
     assert not _manager_procs(exp_id)                        # mednas stopped its manager at the end
     print(f"local training service: 2 trials, search {json.loads((rd / 'status.json').read_text())['search_seconds']:.0f}"
           f" s, command {wall:.0f} s")
@@ -157,8 +161,8 @@ def test_kill_minus_9_then_resume_trains_nothing_twice(tmp_path, nni_env) -> Non
     require_data("mhsma")
     env, started = nni_env
     port = _free_port()
-    args = ["search", str(EXAMPLE), "strategy.params.engine=local", "strategy.params.population_size=2",
-            "strategy.params.generations=2", f"strategy.params.port={port}", f"run.out_dir={tmp_path}/runs", *TINY,
+    args = ["search", str(EXAMPLE), "engine.kind=local", "strategy.params.population_size=2",
+            "strategy.params.generations=2", f"engine.port={port}", f"run.out_dir={tmp_path}/runs", *TINY,
             "--no-progress"]
     proc = subprocess.Popen([sys.executable, "-m", "mednas_nni", *args], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -29,14 +29,14 @@ def test_default_config_end_to_end(tmp_path, capsys):
     assert main(["search", *TINY, f"run.out_dir={tmp_path}", "--no-progress"]) == 0
     out = capsys.readouterr().out
     rd = _only_run(tmp_path)
-    assert f"run directory: {rd}" in out and "test AUC" in out and "majority baseline ACC" in out
+    assert f"run directory: {rd}" in out and "test AUC" in out and "trivial baseline ACC" in out
     for f in ("config.resolved.yaml", "archs.jsonl", "pareto.csv", "pareto.png", "best_arch.json", "best.pt",
-              "metrics.json", "search.log", "finalists.json", "strategy_state.pt"):
+              "metrics.json", "search.log", "finalists.json", "strategy_state.json", "search_summary.json"):
         assert (rd / f).is_file(), f
     assert not list(rd.rglob(".*.tmp"))                      # atomic writes leave no temp files
     m = json.loads((rd / "metrics.json").read_text())
     assert m["dataset"] == "breastmnist_28" and 0.0 <= m["test"]["auc"] <= 1.0
-    assert m["majority_baseline_test"]["acc"] == pytest.approx(114 / 156)
+    assert m["baseline_test"]["acc"] == pytest.approx(114 / 156) and m["selected_by"] == "val_auc"
     assert m["search"]["evaluated"] == len(read_jsonl(rd / "archs.jsonl")) > 0
     assert json.loads((rd / "status.json").read_text())["phase"] == "done"
     arch = json.loads((rd / "best_arch.json").read_text())

@@ -1,116 +1,30 @@
-"""zc_nsga2 on a toy NNI space with the sequential engine: determinism, caching, resume, failures, finalists."""
+"""zc_nsga2 through the core's search loop on a toy space (sequential engine, real run directory, real proxies):
+determinism, caching, resume after a kill, failures, MOEA/D, finalists."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
-import torch
-from nni.nas.evaluator import FunctionalEvaluator
-from nni.nas.execution import SequentialExecutionEngine
-from nni.nas.space import RawFormatModelSpace
 
+import _harness as H
 from conftest import make_toy_space
+from mednas_nni.engines.search_loop import STATE_FILE
 from mednas_nni.strategies import zc_nsga2 as zc
-from mednas_nni.strategies._utils import arch_hash
 from mednas_nni.strategies.zc_nsga2 import ZeroCostNSGA2, choose_finalists, pareto_mask
 
-CALLS: list[str] = []
+SPACE = make_toy_space()()
 
 
-def counting_score(model, inputs, targets, proxies, device="cpu", init_seed=0):
-    CALLS.append(arch_hash(model._toy_sample))
-    zc.score_architecture(model, inputs, targets, proxies, device, init_seed)
+def counting_score(model, sample, ctx, report, *, fail_act=None, interrupt_at=None, constant=False, **kw):
+    H.CALLS.append(H.arch_hash(sample))
+    if interrupt_at is not None and len(H.CALLS) == interrupt_at:
+        raise KeyboardInterrupt
+    if fail_act is not None and sample["act"] == fail_act:
+        raise RuntimeError("CUDA out of memory (simulated)")
+    if constant:                 # a network whose output ignores its input: jacob_cov is not finite
+        import torch
 
-
-def run(strategy, budget=None, evaluator_fn=counting_score):
-    Space = make_toy_space()
-
-    class Tagged(Space):   # remember the sample on the frozen model so the counting evaluator can hash it
-        pass
-
-    space = Tagged()
-    torch.manual_seed(0)
-    x, y = torch.randn(12, 1, 8, 8), torch.randint(0, 2, (12, 1))
-    ev = FunctionalEvaluator(evaluator_fn, inputs=x, targets=y, proxies=strategy._proxies(), init_seed=strategy.seed)
-    ms = RawFormatModelSpace.from_model(space, ev)
-    orig_freeze = ms.freeze
-
-    def freeze(sample):
-        m = orig_freeze(sample)
-        orig_exec = m.executable_model
-
-        def executable_model():
-            net = orig_exec()
-            net._toy_sample = sample
-            return net
-        m.executable_model = executable_model
-        return m
-
-    ms.freeze = freeze
-    strategy(ms, SequentialExecutionEngine(max_model_count=budget, continue_on_failure=True))
-    return strategy
-
-
-@pytest.fixture(autouse=True)
-def _reset_calls():
-    CALLS.clear()
-
-
-def test_seeded_runs_are_identical_and_nothing_is_scored_twice():
-    a = run(ZeroCostNSGA2(pop_size=6, generations=4, seed=3))
-    calls_a = list(CALLS)
-    CALLS.clear()
-    b = run(ZeroCostNSGA2(pop_size=6, generations=4, seed=3))
-    assert calls_a == CALLS                                    # same architectures, same order
-    assert len(set(calls_a)) == len(calls_a)                   # the cache prevents re-scoring
-    assert a.cache_hits > 0                                    # 18-arch space: later generations repeat archs
-    assert {h: r["scores"] for h, r in a.cache.items() if r["status"] == "ok"} == \
-           {h: r["scores"] for h, r in b.cache.items() if r["status"] == "ok"}
-    assert a.generation == 4
-
-
-def test_different_seed_explores_differently():
-    run(ZeroCostNSGA2(pop_size=6, generations=2, seed=1))
-    first = list(CALLS)
-    CALLS.clear()
-    run(ZeroCostNSGA2(pop_size=6, generations=2, seed=2))
-    assert first != CALLS
-
-
-def test_resume_from_state_dict_scores_nothing_again():
-    full = run(ZeroCostNSGA2(pop_size=6, generations=4, seed=5))
-    full_calls = list(CALLS)
-    CALLS.clear()
-    # Interrupted run: the NNI budget stops it in generation 2; its state is what a checkpoint would hold.
-    part = run(ZeroCostNSGA2(pop_size=6, generations=4, seed=5), budget=8)
-    part_calls = list(CALLS)
-    assert part.generation < 4
-    state = part.state_dict()
-    CALLS.clear()
-    resumed = ZeroCostNSGA2(pop_size=6, generations=4, seed=5)
-    resumed.load_state_dict(state)
-    run(resumed)
-    assert not set(part_calls) & set(CALLS)                    # nothing evaluated twice across the restart
-    assert part_calls + CALLS == full_calls                    # and the resumed search is the same search
-    assert resumed.generation == 4 and set(resumed.cache) == set(full.cache)
-
-
-def test_failed_architectures_are_recorded_with_reason_and_search_goes_on():
-    def flaky(model, inputs, targets, proxies, device="cpu", init_seed=0):
-        if model._toy_sample["act"] == "tanh":
-            raise RuntimeError("CUDA out of memory (simulated)")
-        counting_score(model, inputs, targets, proxies, device, init_seed)
-
-    st = run(ZeroCostNSGA2(pop_size=6, generations=3, seed=2), evaluator_fn=flaky)   # seed 2: both acts
-    failed = [r for r in st.cache.values() if r["status"] == "failed"]
-    assert failed and all(r["sample"]["act"] == "tanh" for r in failed)
-    assert all("status failed" in r["error"] or "out of memory" in r["error"] for r in failed)
-    assert st.generation == 3 and st.scored()
-    assert all(f["sample"]["act"] == "relu" for f in st.finalists())   # failed ones are never finalists
-
-
-def test_degenerate_scores_mark_failed_not_crash():
-    # op2 = zero with a residual is fine; make every arch's jacob_cov NaN by scoring a constant network
-    def constant(model, inputs, targets, proxies, device="cpu", init_seed=0):
         class Const(torch.nn.Module):
             def __init__(self):
                 super().__init__()
@@ -118,19 +32,85 @@ def test_degenerate_scores_mark_failed_not_crash():
 
             def forward(self, x):
                 return self.w(x.sum((1, 2, 3), keepdim=True).view(-1, 1) * 0)
-        zc.score_architecture(Const(), inputs, targets, proxies, device, init_seed)
-
-    st = ZeroCostNSGA2(pop_size=4, generations=1, seed=0)
-    run(st, evaluator_fn=constant)
-    assert st.cache and all(r["status"] == "failed" for r in st.cache.values())
-    assert all("not finite" in r["error"] for r in st.cache.values())
-    assert st.finalists() == []
+        model = Const()
+    return zc.score_trial(model, sample, ctx, report, **kw)
 
 
-def test_moead_runs_and_counts_generations():
-    st = run(ZeroCostNSGA2(pop_size=6, generations=3, seed=0, algorithm="moead"))
-    assert st.generation == 3 and st.pareto_front()
-    assert len(set(CALLS)) == len(CALLS)
+def run(strategy, run_dir, **extra):
+    kwargs = {"proxies": strategy._proxies(), "objectives": list(strategy.params.objectives),
+              "proxy_batch_size": 12, "init_seed": strategy.seed, **extra}
+    H.with_trial(strategy, "test_zc_nsga2:counting_score", **kwargs)
+    return H.run(strategy, SPACE, run_dir)
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    H.CALLS.clear()
+
+
+def _scores(loop):
+    return {r["hash"]: {k: v for k, v in r["metrics"].items() if k not in ("default", "seconds")}
+            for r in loop.store.records() if r["status"] == "ok"}
+
+
+def test_seeded_runs_are_identical_and_nothing_is_scored_twice(tmp_path):
+    a = run(ZeroCostNSGA2(pop_size=6, generations=4, seed=3), tmp_path / "a")
+    calls_a = list(H.CALLS)
+    H.CALLS.clear()
+    b = run(ZeroCostNSGA2(pop_size=6, generations=4, seed=3), tmp_path / "b")
+    assert calls_a == H.CALLS                                  # same architectures, same order
+    assert len(set(calls_a)) == len(calls_a)                   # the cache prevents re-scoring
+    assert a.cache_hits > 0                                    # 18-arch space: later generations repeat archs
+    assert _scores(a) == _scores(b)
+    assert a.strategy.generation == 4
+    assert all(0.0 <= r["metrics"]["default"] <= 1.0 for r in a.store.records() if r["status"] == "ok")
+
+
+def test_different_seed_explores_differently(tmp_path):
+    run(ZeroCostNSGA2(pop_size=6, generations=2, seed=1), tmp_path / "a")
+    first = list(H.CALLS)
+    H.CALLS.clear()
+    run(ZeroCostNSGA2(pop_size=6, generations=2, seed=2), tmp_path / "b")
+    assert first != H.CALLS
+
+
+def test_killed_search_resumes_and_scores_nothing_again(tmp_path):
+    full = run(ZeroCostNSGA2(pop_size=6, generations=4, seed=5), tmp_path / "full")
+    full_calls = list(H.CALLS)
+    H.CALLS.clear()
+    with pytest.raises(KeyboardInterrupt):                     # killed while scoring generation 2
+        run(ZeroCostNSGA2(pop_size=6, generations=4, seed=5), tmp_path / "cut", interrupt_at=9)
+    part_calls = H.CALLS[:-1]                                  # the interrupted evaluation is not a result
+    assert json.loads((tmp_path / "cut" / STATE_FILE).read_text())["batch"] == 1
+    H.CALLS.clear()
+    resumed = run(ZeroCostNSGA2(pop_size=6, generations=4, seed=5), tmp_path / "cut")
+    assert not set(part_calls) & set(H.CALLS)                  # nothing evaluated twice across the restart
+    assert part_calls + H.CALLS == full_calls                  # and the resumed search is the same search
+    assert resumed.strategy.generation == 4 and _scores(resumed).keys() == _scores(full).keys()
+
+
+def test_failed_architectures_are_recorded_with_reason_and_search_goes_on(tmp_path):
+    loop = run(ZeroCostNSGA2(pop_size=6, generations=3, seed=2), tmp_path, fail_act="tanh")
+    recs = loop.store.records()
+    failed = [r for r in recs if r["status"] == "failed"]
+    assert failed and all(r["sample"]["act"] == "tanh" and "out of memory" in r["error"] for r in failed)
+    # with half the 18 architectures failing, pymoo may run out of new offspring before generation 3: it ends
+    assert loop.finished and loop.strategy.generation >= 2 and _scores(loop)
+    assert all(f["sample"]["act"] == "relu" for f in loop.finalists())   # failed ones are never finalists
+
+
+def test_degenerate_scores_mark_failed_not_crash(tmp_path):
+    loop = run(ZeroCostNSGA2(pop_size=4, generations=1, seed=0), tmp_path, constant=True)
+    recs = loop.store.records()
+    assert recs and all(r["status"] == "failed" for r in recs)
+    assert all("not finite" in r["error"] for r in recs)
+    assert loop.finalists() == []
+
+
+def test_moead_runs_and_counts_generations(tmp_path):
+    loop = run(ZeroCostNSGA2(pop_size=6, generations=3, seed=0, algorithm="moead"), tmp_path)
+    assert loop.strategy.generation == 3 and loop.strategy.pareto_front(loop.store.records())
+    assert len(set(H.CALLS)) == len(H.CALLS)
 
 
 def test_pareto_and_finalist_choice():
