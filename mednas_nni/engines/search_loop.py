@@ -67,6 +67,10 @@ class SearchLoop:
     def __init__(self, strategy: MultiTrialStrategy, space: Any, ctx: Any, progress: Any = None):
         self.strategy, self.space, self.ctx, self.progress = strategy, space, ctx, progress
         self.rd: RunDir = ctx.run_dir
+        if (self.rd / "strategy_state.pt").exists() and not (self.rd / STATE_FILE).exists():
+            raise RunDirError(f"{self.rd / 'strategy_state.pt'}: expected a run directory of mednas-nni 0.2 "
+                              f"({STATE_FILE}), got one written by mednas-nni 0.1 (before Core v2); finish it with "
+                              "mednas-nni 0.1 or start a new search")
         self.store = RecordStore(self.rd)
         self.batch_index = 0
         self.cache_hits = 0

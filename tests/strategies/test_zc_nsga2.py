@@ -131,3 +131,12 @@ def test_params_validation():
     with pytest.raises(ValidationError, match="at least one finalist"):
         zc.ZeroCostNSGA2Params(knee=False, top_k=0)
     assert "pop_size=6" in repr(ZeroCostNSGA2(pop_size=6))
+
+
+def test_run_directory_of_the_previous_version_is_refused_with_one_line(tmp_path):
+    from mednas_nni.errors import RunDirError
+
+    (tmp_path / "strategy_state.pt").write_bytes(b"not read")
+    with pytest.raises(RunDirError, match=r"strategy_state.pt: expected a run directory of mednas-nni 0.2 .* got "
+                                          r"one written by mednas-nni 0.1"):
+        run(ZeroCostNSGA2(pop_size=4, generations=1, seed=0), tmp_path)
