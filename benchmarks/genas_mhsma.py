@@ -2,22 +2,26 @@
 
     python benchmarks/genas_mhsma.py --mode cpu      # <= 15 min on 2 CPU cores (the budget is printed)
     python benchmarks/genas_mhsma.py --mode full     # the bigger budget, for a GPU
+    python benchmarks/genas_mhsma.py --mode smoke --skip-local   # < 1 min: checks the script runs (not a benchmark)
 
-All three strategies search the same ``genas_cnn`` space with the same trial evaluator
-(:func:`mednas_nni.evaluators.genas_trial.genas_trial`: ``epochs_per_trial`` epochs, fitness = GeNAS-WF of the
-per-epoch validation balanced accuracy, MHSMA oversampled) on NNI's in-process ``SequentialExecutionEngine``, so
-the comparison is fair and free of process start-up costs. The trial budget of the two NNI strategies is the
-number of trainings GeNAS-WF actually used on that label (its cache hits are free). Invalid architectures
-(feature map <= 0 px) are never trained by any strategy: GeNAS-WF prunes them itself, the NNI strategies get
-NNI's ``Filter`` middleware with the same ``is_valid``.
+All three strategies search the same ``genas_cnn`` space (built by the core from ``examples/genas_mhsma.yml`` with
+the mode's genes) with the same trial (``mednas_nni.strategies._train_trial:train_and_score`` through the task:
+``epochs_per_trial`` epochs, fitness = GeNAS-WF of the per-epoch validation balanced accuracy, MHSMA oversampled)
+in this process on NNI's ``SequentialExecutionEngine``, so the comparison is fair and free of process start-up
+costs. GeNAS-WF runs as the core runs it (``SearchLoop`` on ``run_sequential``: hash cache, pruning, checkpoints);
+NNI's ``RegularizedEvolution`` and ``Random`` run directly on the engine and maximise the same fitness (their trial
+reports it as ``default``). The trial budget of the two NNI strategies is the number of trainings GeNAS-WF actually
+used on that label (its cache hits are free). Invalid architectures (feature map <= 0 px) are never trained by any
+strategy: the core prunes GeNAS-WF's, the NNI strategies get NNI's ``Filter`` middleware with the same
+``space.is_valid``. Every search writes a run directory (``archs.jsonl``) under ``--work``.
 
-Each strategy's best architecture by search fitness is retrained from scratch (``retrain_epochs``, same data, seed)
-keeping the epoch with the best validation balanced accuracy, then tested once on the official test split:
-accuracy, balanced accuracy, F0.5 (positive class = abnormal) and ROC-AUC, next to the majority-class baseline.
-The per-trial overhead of NNI's local training service (one process per trial) is measured separately with a
-3-trial ``mednas search`` on ``engine: local`` vs ``engine: sequential``.
+Each strategy's best architecture by search fitness is retrained from scratch through the task (``train_curve``,
+``retrain_epochs``, same data, seed) keeping the epoch with the best validation balanced accuracy, then tested once
+on the official test split: accuracy, balanced accuracy, F0.5 (positive class = abnormal) and ROC-AUC, next to the
+task's majority-class baseline. The per-trial overhead of NNI's local training service (one process per trial) is
+measured separately with a 3-trial ``mednas search`` on ``engine.kind=local`` vs ``engine.kind=sequential``.
 
-Writes ``benchmarks/results/genas_mhsma.json`` and ``.md``.
+Writes ``benchmarks/results/genas_mhsma.json`` and ``.md`` (smoke mode: under ``--work``).
 """
 from __future__ import annotations
 
@@ -32,8 +36,10 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # _common (also as "_common:fitness_trial" in trials)
 DATA_ROOT = Path(os.environ.get("MEDNAS_SHARED_DATA", REPO.parent / "shared" / "data")) / "mhsma"
 
 TARGETS = {"vacuole": 91.66, "head": 77.33, "acrosome": 77.66}      # GeNAS paper accuracies (arXiv 1909.09432)
@@ -66,51 +72,53 @@ def _quiet() -> None:
     logging.getLogger("mednas_nni").setLevel(logging.WARNING)
 
 
-def _evaluator(label: str, cfg: dict, seed: int):
-    from nni.nas.evaluator import FunctionalEvaluator
+def _config(label: str, cfg: dict, seed: int, work: Path) -> Any:
+    """The run config of one search: examples/genas_mhsma.yml with the mode's space, GA and trial budget."""
+    from mednas_nni.config import load_config
 
-    from mednas_nni.evaluators.genas_trial import genas_trial
-
-    return FunctionalEvaluator(genas_trial, data=_data(label), epochs=cfg["epochs_per_trial"], fitness="genas_wf",
-                               fitness_params={}, batch_size=cfg["batch_size"], lr=cfg["lr"], seed=seed,
-                               device="auto", torch_threads=cfg["torch_threads"],
-                               max_batches_per_epoch=cfg["max_batches_per_epoch"])
+    strategy = {k: cfg[k] for k in ("population_size", "generations", "tournament_size", "elitism",
+                                    "crossover_prob", "mutation_prob", "epochs_per_trial", "max_batches_per_epoch",
+                                    "batch_size", "lr", "torch_threads")}
+    strategy.update(fitness="genas_wf", fitness_params={}, top_k=1)
+    return load_config(REPO / "examples" / "genas_mhsma.yml", [
+        f"data.params={json.dumps(_data(label))}", f"space.params={json.dumps(cfg['space'])}",
+        f"strategy.params={json.dumps(strategy)}", "engine.kind=sequential", f"run.seed={seed}",
+        f"run.out_dir={work}", "run.device=auto", "run.progress=false"])
 
 
 def _data(label: str) -> dict:
-    return {"name": "mhsma", "params": {"root": str(DATA_ROOT), "label": label, "size": 64,
-                                        "imbalance": "oversample"}}
+    return {"root": str(DATA_ROOT), "label": label, "size": 64, "imbalance": "oversample"}
 
 
-def _search(name: str, label: str, cfg: dict, seed: int, budget: int | None) -> dict:
+def _search(name: str, label: str, cfg: dict, seed: int, budget: int | None, work: Path, shared: dict) -> dict:
     """One search on the sequential engine; returns trials used, best arch and fitness, cache hits, time."""
-    from nni.nas.execution import SequentialExecutionEngine
-    from nni.nas.space import ModelStatus, SimplifiedModelSpace
+    from nni.nas.space import ModelStatus
     from nni.nas.strategy import Random, RegularizedEvolution
     from nni.nas.strategy.middleware import Chain, Filter
 
-    from mednas_nni.search_spaces.genas_cnn import GeNASCNNSpace
-    from mednas_nni.strategies._utils import arch_hash
-    from mednas_nni.strategies.genas_wf import GeNASWF
+    from _common import new_run, run_nni_peer
+    from mednas_nni.engines.nni_engine import run_sequential
+    from mednas_nni.engines.records import arch_hash
+    from mednas_nni.engines.search_loop import SearchLoop
+    from mednas_nni.experiment import build_strategy
 
     logging.getLogger("nni").setLevel(logging.ERROR)
-    space = GeNASCNNSpace(**cfg["space"])
-    exec_space = SimplifiedModelSpace.from_model(space, _evaluator(label, cfg, seed))
+    conf = _config(label, cfg, seed, work)
+    ctx = new_run(conf, f"{label}-{name}", shared.get("dataset"), shared.get("task"))
+    shared.update(dataset=ctx.dataset, task=ctx.task)
+    space = ctx.build_space()
+    genas = build_strategy(conf)          # GeNAS-WF; for the NNI peers only its trial spec (same training)
     t0 = time.perf_counter()
     if name == "genas_wf":
-        st = GeNASWF(population_size=cfg["population_size"], generations=cfg["generations"],
-                     tournament_size=cfg["tournament_size"], elitism=cfg["elitism"],
-                     crossover_prob=cfg["crossover_prob"], mutation_prob=cfg["mutation_prob"],
-                     epochs_per_trial=cfg["epochs_per_trial"], seed=seed, input_size=64, engine="sequential")
-        engine = SequentialExecutionEngine(continue_on_failure=True)
-        st(exec_space, engine)
-        recs = [r for r in st.cache.values() if r["status"] == "trained"]
-        best = st.best()
-        out = {"trials": len(st.submitted), "cache_hits": st.cache_hits,
-               "pruned_invalid": sum(r["status"] == "invalid" for r in st.cache.values()),
-               "failed": sum(r["status"] == "failed" for r in st.cache.values()),
+        loop = SearchLoop(genas, space, ctx)
+        run_sequential(loop)
+        recs = loop.store.records()
+        best = loop.finalists()[0]
+        trained = [r["hash"] for r in recs if r["status"] in ("ok", "failed")]
+        out = {"trials": loop.evaluations(), "cache_hits": loop.cache_hits,
+               "pruned_invalid": loop.store.count("invalid"), "failed": loop.store.count("failed"),
                "best_sample": best["sample"], "best_fitness": best["fitness"],
-               "duplicate_trainings": len(st.submitted) - len(set(st.submitted))}
+               "duplicate_trainings": len(trained) - len(set(trained))}
     else:
         inner = (RegularizedEvolution(population_size=cfg["population_size"], sample_size=cfg["tournament_size"],
                                       mutation_prob=cfg["mutation_prob"], seed=seed)
@@ -118,14 +126,15 @@ def _search(name: str, label: str, cfg: dict, seed: int, budget: int | None) -> 
         pruned: set[str] = set()
 
         def keep(m) -> bool:
-            ok = space.is_valid(m.sample, 64)
+            c = space.canonicalize(m.sample)
+            ok, _ = space.is_valid(c)
             if not ok:
-                pruned.add(arch_hash(space.canonicalize(m.sample)))
+                pruned.add(arch_hash(c))
             return ok
 
-        st = Chain(inner, Filter(keep))
-        engine = SequentialExecutionEngine(max_model_count=budget, continue_on_failure=True)
-        st(exec_space, engine)
+        spec = genas.trial(ctx)
+        engine = run_nni_peer(Chain(inner, Filter(keep)), space, ctx, "_common:fitness_trial", spec.kwargs,
+                              max_model_count=budget)
         models = [m for m in engine.list_models() if m.status == ModelStatus.Trained and m.metric is not None]
         best = max(models, key=lambda m: m.metric)
         hashes = [arch_hash(space.canonicalize(m.sample)) for m in engine.list_models()
@@ -135,19 +144,18 @@ def _search(name: str, label: str, cfg: dict, seed: int, budget: int | None) -> 
                "best_sample": space.canonicalize(best.sample), "best_fitness": float(best.metric),
                "duplicate_trainings": len(hashes) - len(set(hashes))}
     out["search_seconds"] = time.perf_counter() - t0
+    out["run_dir"] = str(ctx.run_dir.path)
+    out["_ctx"] = ctx
     return out
 
 
-def _retrain_and_test(label: str, sample: dict, cfg: dict, seed: int) -> dict:
-    """Retrain from scratch, keep the epoch with the best val balanced accuracy, test it once."""
+def _retrain_and_test(ctx: Any, sample: dict, cfg: dict, seed: int) -> dict:
+    """Retrain from scratch through the task, keep the epoch with the best val balanced accuracy, test it once."""
     import copy
 
-    import torch
+    from torch.utils.data import DataLoader
 
-    from mednas_nni.evaluators.genas_trial import _predict, _tensors, binary_metrics, load_data, train_curve
-    from mednas_nni.search_spaces.genas_cnn import GeNASCNNSpace
-
-    model = GeNASCNNSpace(**cfg["space"]).freeze(sample)
+    model = ctx.build_space().freeze(sample)
     best = {"score": -1.0}
 
     def on_epoch(rec: dict) -> None:
@@ -156,28 +164,18 @@ def _retrain_and_test(label: str, sample: dict, cfg: dict, seed: int) -> dict:
                         val={k[4:]: v for k, v in rec.items() if k.startswith("val_")})
 
     t0 = time.perf_counter()
-    train_curve(model, _data(label), epochs=cfg["retrain_epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                seed=seed, device="cuda" if torch.cuda.is_available() else "cpu", on_epoch=on_epoch)
+    ctx.task.train_curve(model, ctx.dataset, epochs=cfg["retrain_epochs"], batch_size=cfg["batch_size"],
+                         lr=cfg["lr"], seed=seed, device=ctx.device, on_epoch=on_epoch)
     model.load_state_dict(best["state"])
-    x_te, y_te = _tensors(load_data(_data(label)), "test")
-    dev = next(model.parameters()).device.type
-    test = binary_metrics(y_te.numpy(), _predict(model, x_te, dev))
+    test = ctx.task.evaluate(model, DataLoader(ctx.dataset.dataset("test"), batch_size=256), ctx.device)
     return {"best_epoch": best["epoch"], "val": best["val"], "test": test,
             "params": int(sum(p.numel() for p in model.parameters())), "retrain_seconds": time.perf_counter() - t0}
 
 
-def _majority(label: str) -> dict:
-    import numpy as np
-
-    from mednas_nni.data.mhsma import MHSMADataset
-    from mednas_nni.evaluators.genas_trial import binary_metrics
-
-    ds = MHSMADataset(root=DATA_ROOT, label=label)
-    y_tr, y_te = ds.arrays("train")[1].reshape(-1), ds.arrays("test")[1].reshape(-1)
-    maj = int(np.bincount(y_tr).argmax())
-    m = binary_metrics(y_te, np.full(len(y_te), float(maj)))
-    m["auc"] = 0.5
-    return {"majority_class": "abnormal" if maj else "normal", **m}
+def _majority(ctx: Any) -> dict:
+    """The task's majority-class baseline on the test split (AUC 0.5, balanced accuracy 0.5, F0.5)."""
+    m = dict(ctx.task.baseline(ctx.dataset, "test"))
+    return {**m, "majority_class": "abnormal" if m.pop("majority_class") else "normal"}
 
 
 def _local_overhead(seed: int) -> dict:
@@ -188,11 +186,12 @@ def _local_overhead(seed: int) -> dict:
         port = _free_port()
         for engine in ("sequential", "local"):
             cmd = [sys.executable, "-m", "mednas_nni", "search", str(REPO / "examples" / "genas_mhsma.yml"),
-                   f"strategy.params.engine={engine}", "strategy.params.population_size=3",
-                   "strategy.params.generations=1", "strategy.params.tournament_size=2",
-                   "strategy.params.epochs_per_trial=1", "strategy.params.top_k=1", f"strategy.params.port={port}",
-                   "strategy.params.torch_threads=1", "evaluator.epochs=1", "evaluator.max_batches_per_epoch=1",
-                   f"run.out_dir={tmp}/runs-{engine}", f"run.seed={seed}", "--no-progress"]
+                   f"data.params.root={DATA_ROOT}", f"engine.kind={engine}", f"engine.port={port}",
+                   "strategy.params.population_size=3", "strategy.params.generations=1",
+                   "strategy.params.tournament_size=2", "strategy.params.epochs_per_trial=1",
+                   "strategy.params.top_k=1", "strategy.params.torch_threads=1", "evaluator.epochs=1",
+                   "evaluator.max_batches_per_epoch=1", f"run.out_dir={tmp}/runs-{engine}", f"run.seed={seed}",
+                   "--no-progress"]
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
             wall = time.perf_counter() - t0
@@ -202,7 +201,7 @@ def _local_overhead(seed: int) -> dict:
             rd = next(Path(f"{tmp}/runs-{engine}").iterdir())
             st = json.loads((rd / "status.json").read_text())
             recs = [json.loads(line) for line in (rd / "archs.jsonl").read_text().splitlines() if line.strip()]
-            trained = [r for r in recs if r["status"] == "trained"]
+            trained = [r for r in recs if r["status"] == "ok"]
             out[engine] = {"trials": len(trained), "search_seconds": st["search_seconds"], "command_wall_s": wall,
                            "per_trial_s": st["search_seconds"] / max(len(trained), 1),
                            "trial_train_s": sum(r["metrics"].get("seconds", 0) for r in trained) / max(len(trained), 1)}
@@ -266,10 +265,12 @@ def _markdown(res: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", choices=sorted(MODES), default="cpu")
-    ap.add_argument("--labels", default="head,vacuole,acrosome")
+    ap.add_argument("--labels", default=None, help="comma-separated (default: head,vacuole,acrosome; smoke: head)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-local", action="store_true", help="do not measure the local training service overhead")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "genas_mhsma"))
+    ap.add_argument("--out", default=None, help="results path without suffix (default: "
+                    "benchmarks/results/genas_mhsma; smoke mode: <work>/results/genas_mhsma)")
+    ap.add_argument("--work", default=None, help="folder for the searches' run directories (default: a new temp dir)")
     args = ap.parse_args(argv)
     _quiet()
     import torch
@@ -282,14 +283,17 @@ def main(argv: list[str] | None = None) -> int:
     res = {"mode": args.mode, "config": cfg, "seed": args.seed, "labels": {},
            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
                       f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}"}
-    for label in args.labels.split(","):
-        r = {"majority": _majority(label), "strategies": {}}
-        budget = None
+    work = Path(args.work or tempfile.mkdtemp(prefix="genas-bench-runs-"))
+    for label in (args.labels or ("head" if args.mode == "smoke" else "head,vacuole,acrosome")).split(","):
+        r: dict = {"majority": None, "strategies": {}}
+        budget, shared = None, {}
         for name in ("genas_wf", "regularized_evolution", "random"):
-            s = _search(name, label, cfg, args.seed, budget)
+            s = _search(name, label, cfg, args.seed, budget, work, shared)
+            ctx = s.pop("_ctx")
             if name == "genas_wf":
                 budget = s["trials"]
-            s.update(_retrain_and_test(label, s["best_sample"], cfg, args.seed))
+                r["majority"] = _majority(ctx)
+            s.update(_retrain_and_test(ctx, s["best_sample"], cfg, args.seed))
             r["strategies"][name] = s
             print(f"{label:9s} {name:22s} trials {s['trials']:3d} hits {s['cache_hits']:2d} "
                   f"search {s['search_seconds']:6.1f}s fitness {s['best_fitness']:.3f} | test acc "
@@ -301,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         res["local_overhead"] = _local_overhead(args.seed)
         print(f"local training service: {json.dumps(res['local_overhead'])}", flush=True)
     res["total_seconds"] = time.perf_counter() - t_all
-    out = Path(args.out)
+    out = Path(args.out) if args.out else (work / "results" / "genas_mhsma" if args.mode == "smoke"
+                                           else REPO / "benchmarks" / "results" / "genas_mhsma")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=2, default=str) + "\n")
     out.with_suffix(".md").write_text(_markdown(res))

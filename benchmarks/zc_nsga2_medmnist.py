@@ -4,11 +4,12 @@ For each data set (default: breastmnist, pneumoniamnist, retinamnist from ../sha
 flag works with --root):
 
 * ``zc_nsga2``: our search (``mednas_nni.experiment.run_search``) with the zero-cost proxies.
-* ``random``: NNI's built-in ``Random`` strategy on the same space, driving the same zero-cost evaluator for the
-  same number of evaluated architectures; finalists chosen by the same rule (knee + top-k of the Pareto front of
-  what it evaluated) and retrained with the same recipe. This isolates the optimiser.
+* ``random``: NNI's built-in ``Random`` strategy on the same space, driving the same zero-cost trial
+  (``mednas_nni.strategies.zc_nsga2:score_trial``) for the same number of evaluated architectures; finalists chosen
+  by the same rule (knee + top-k of the Pareto front of what it evaluated) and retrained and tested by the core
+  (``retrain_finalist``/``choose_best``) with the same recipe. This isolates the optimiser.
 * ``resnet18``: torchvision ResNet-18 (3x3 stride-1 stem, no max-pool, as MedMNIST's 28x28 ResNets) trained with the
-  same recipe.
+  same recipe (``task.fit`` with the evaluator section).
 * the majority-class baseline (and AUC 0.5 for a constant score).
 
 Also measured: search wall time, architectures scored per second, and the cost of one proxy evaluation (jacob_cov +
@@ -16,6 +17,8 @@ synflow + FLOPs + params) relative to one forward+backward of the same batch on 
 
 Modes: ``--mode cpu`` (default: small budget, few epochs, 1 seed; sized for 2 CPU cores) and ``--mode full``
 (paper-like budget, 100 epochs, 3 seeds; meant for a GPU). Results: benchmarks/results/zc_nsga2_medmnist.{json,md}.
+``--mode smoke`` (BreastMNIST only, a few architectures, batches cut short; under a minute) only checks that the
+script runs end to end and writes to ``<work>/results`` unless ``--out`` is given: its numbers mean nothing.
 """
 from __future__ import annotations
 
@@ -23,12 +26,13 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, write_results  # noqa: E402
+from _common import machine, new_run, run_nni_peer, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = {  # MSTF-NAS test ACC / AUC as quoted in METHODS §A4 (paper tables); ResNet-18 (28) from MedMNIST v2
@@ -41,6 +45,10 @@ MODES = {
             "channels": 16, "top_k": 1},
     "full": {"pop_size": 40, "generations": 10, "epochs": 100, "seeds": [0, 1, 2], "num_blocks": 3,
              "num_nodes": 5, "channels": 32, "top_k": 2},
+    # checks that the script runs (not a benchmark): batches cut short, few BatchNorm recalibration batches
+    "smoke": {"pop_size": 4, "generations": 2, "epochs": 1, "seeds": [0], "num_blocks": 2, "num_nodes": 2,
+              "channels": 8, "top_k": 1, "flags": ["breastmnist"], "proxy_archs": 2, "torch_threads": 1,
+              "evaluator": {"max_batches_per_epoch": 2, "bn_batches": 1, "batch_size": 64}},
 }
 
 
@@ -49,7 +57,8 @@ def overrides(flag: str, root: Path, mode: dict[str, Any], seed: int, out: Path)
             f"strategy.params.generations={mode['generations']}", f"strategy.params.top_k={mode['top_k']}",
             f"space.params.num_blocks={mode['num_blocks']}", f"space.params.num_nodes={mode['num_nodes']}",
             f"space.params.channels={mode['channels']}", f"evaluator.epochs={mode['epochs']}",
-            f"run.seed={seed}", f"run.out_dir={out}", "run.progress=false"]
+            f"run.seed={seed}", f"run.out_dir={out}", "run.progress=false", "engine.kind=sequential",
+            *[f"evaluator.{k}={v}" for k, v in mode.get("evaluator", {}).items()]]
 
 
 def run_ours(cfg) -> dict[str, Any]:
@@ -61,68 +70,55 @@ def run_ours(cfg) -> dict[str, Any]:
     return {"run_dir": str(rd.path), "test": m["test"], "val": m["val"], "params": m["params"],
             "evaluated": m["search"]["evaluated"], "failed": m["search"]["failed"],
             "search_seconds": m["search"]["seconds"], "total_seconds": time.perf_counter() - t0,
-            "majority": m["majority_baseline_test"]}
+            "majority": m["baseline_test"]}
 
 
 def run_random(cfg, n_archs: int) -> dict[str, Any]:
-    """NNI Random on the same space + zero-cost evaluator + finalist rule + retraining."""
-    from nni.nas.evaluator import FunctionalEvaluator
-    from nni.nas.execution import SequentialExecutionEngine
-    from nni.nas.execution.event import ModelEventType
-    from nni.nas.space import RawFormatModelSpace
+    """NNI Random on the same space + zero-cost trial + finalist rule + retraining."""
     from nni.nas.strategy import Random
 
-    from mednas_nni.experiment import RunContext, _choose_best, _retrain_all, build_dataset, build_strategy
-    from mednas_nni.io import RunDir, append_jsonl, atomic_write_json
-    from mednas_nni.strategies.zc_nsga2 import score_architecture
+    from mednas_nni.experiment import build_strategy, choose_best, retrain_finalist, seed_everything
+    from mednas_nni.io import RunDir, atomic_write_json, read_jsonl
 
-    cfg.run.name = f"random-{cfg.data.params['flag']}"
-    rd = RunDir.create(cfg.run.out_dir, cfg.run.name)
-    from mednas_nni.config import dump_config
-    from mednas_nni.io import atomic_write_text
-
-    atomic_write_text(rd / RunDir.CONFIG, dump_config(cfg))
-    ctx = RunContext(cfg, rd, build_dataset(cfg), "cpu", False)
-    keeper = build_strategy(cfg)                 # only used to record scores and apply the same finalist rule
-    keeper.seed = cfg.run.seed
-    inputs, targets = ctx.proxy_batch(keeper.params.proxy_batch_size)
-    ev = FunctionalEvaluator(score_architecture, inputs=inputs, targets=targets, proxies=keeper._proxies(),
-                             init_seed=keeper.seed)
-    engine = SequentialExecutionEngine(max_model_count=n_archs, continue_on_failure=True)
-    keeper.on_record = lambda rec: append_jsonl(rd / RunDir.ARCHS, rec)
-    engine.register_model_event_callback(
-        ModelEventType.FinalMetric, lambda e: keeper.record_result(e.model.sample, e.metric, 0))
+    seed_everything(cfg.run.seed, cfg.run.deterministic)
+    ctx = new_run(cfg, f"random-{cfg.data.params['flag']}")
+    rd = ctx.run_dir
+    keeper = build_strategy(cfg)      # the zc_nsga2 strategy: its trial spec and its finalist rule, nothing else
+    spec = keeper.trial(ctx)
+    rd.set_status(phase="search")
     t0 = time.perf_counter()
-    Random(dedup=True, seed=cfg.run.seed)(RawFormatModelSpace.from_model(ctx.build_space(), ev), engine)
+    run_nni_peer(Random(dedup=True, seed=cfg.run.seed), ctx.build_space(), ctx, spec.function, spec.kwargs,
+                 max_model_count=n_archs, raw_format=True)
     search_s = time.perf_counter() - t0
-    finalists = keeper.finalists()
+    records = read_jsonl(rd / RunDir.ARCHS)
+    finalists = keeper.finalists(records)
     atomic_write_json(rd / "finalists.json", finalists)
-    rd.set_status(phase="retrain", search_seconds=search_s)
-    _retrain_all(ctx, finalists)
-    _choose_best(ctx, finalists)
+    rd.set_status(phase="retrain", search_seconds=search_s, n_finalists=len(finalists))
+    for i, fin in enumerate(finalists):
+        retrain_finalist(ctx, i, fin, n_finalists=len(finalists))
+    choose_best(ctx, finalists)
+    rd.set_status(phase="done")
     m = json.loads((rd / "metrics.json").read_text())
     return {"run_dir": str(rd.path), "test": m["test"], "val": m["val"], "params": m["params"],
-            "evaluated": len(keeper.cache), "failed": len(keeper.cache) - len(keeper.scored()),
-            "search_seconds": search_s}
+            "evaluated": m["search"]["evaluated"], "failed": m["search"]["failed"], "search_seconds": search_s}
 
 
 def run_resnet18(ds, cfg, seed: int) -> dict[str, Any]:
+    """torchvision ResNet-18 trained by the task with the evaluator recipe (best epoch by the task's select_by)."""
     from torch import nn
     from torch.utils.data import DataLoader
     from torchvision.models import resnet18
 
-    from mednas_nni.evaluators.classification import evaluate_classifier, train_classifier
-    from mednas_nni.experiment import seed_everything
+    from mednas_nni.experiment import build_task, resolve_device, seed_everything
 
-    info, ev = ds.info, cfg.evaluator
+    info, task, device = ds.info, build_task(cfg, ds), resolve_device(cfg.run.device)
     seed_everything(seed)
     net = resnet18(num_classes=info.num_classes)
     net.conv1 = nn.Conv2d(info.in_channels, 64, 3, 1, 1, bias=False)
     net.maxpool = nn.Identity()
     t0 = time.perf_counter()
-    out = train_classifier(net, ds.dataset("train"), ds.dataset("val"), info.task, epochs=ev.epochs,
-                           batch_size=ev.batch_size, lr=ev.lr, milestones=tuple(ev.milestones), seed=seed)
-    test = evaluate_classifier(net, DataLoader(ds.dataset("test"), batch_size=256), info.task)
+    out = task.fit(net, ds, cfg.evaluator, device=device, seed=seed)
+    test = task.evaluate(net, DataLoader(ds.dataset("test"), batch_size=256), device)
     return {"test": test, "val": out["val"], "params": sum(p.numel() for p in net.parameters()),
             "train_seconds": time.perf_counter() - t0}
 
@@ -134,12 +130,11 @@ def proxy_cost_ratio(ds, cfg, n: int = 5) -> dict[str, float]:
     import torch.nn.functional as F
 
     from mednas_nni.evaluators.zero_cost import compute_proxies
-    from mednas_nni.experiment import RunContext, build_space
-    from mednas_nni.strategies._utils import categorical_space
+    from mednas_nni.experiment import RunContext, build_task
 
-    space = build_space(cfg, ds)
-    labels = categorical_space(space)
-    ctx = RunContext(cfg, None, ds, "cpu", False)
+    ctx = RunContext(cfg, None, ds, build_task(cfg, ds), "cpu", False)
+    space = ctx.build_space()
+    labels = space.label_values()
     x, y = ctx.proxy_batch(64)
     rng = random.Random(0)
     ratios, t_proxy, t_fb = [], [], []
@@ -162,14 +157,16 @@ def proxy_cost_ratio(ds, cfg, n: int = 5) -> dict[str, float]:
             "fwd_bwd_seconds_median": statistics.median(t_fb), "n_archs": n}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mode", choices=list(MODES), default="cpu")
-    ap.add_argument("--flags", nargs="+", default=["breastmnist", "pneumoniamnist", "retinamnist"])
+    ap.add_argument("--flags", nargs="+", default=None,
+                    help="MedMNIST flags (default: breastmnist pneumoniamnist retinamnist; smoke: breastmnist)")
     ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "medmnist")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/mednas-bench"))
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=None,
+                    help="results folder (default: benchmarks/results; smoke mode: <work>/results)")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mednas-bench")
+    args = ap.parse_args(argv)
 
     import logging
 
@@ -178,8 +175,15 @@ def main() -> None:
     from mednas_nni.experiment import build_dataset
 
     mode = MODES[args.mode]
+    if mode.get("torch_threads"):
+        import torch
+
+        torch.set_num_threads(mode["torch_threads"])
+    flags = args.flags or mode.get("flags", ["breastmnist", "pneumoniamnist", "retinamnist"])
+    out_dir = args.out or (args.work / "results" if args.mode == "smoke" else REPO / "benchmarks" / "results")
+    t_all = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    for flag in args.flags:
+    for flag in flags:
         for seed in mode["seeds"]:
             cfg = load_config(None, overrides(flag, args.root, mode, seed, args.work))
             ds = build_dataset(cfg)
@@ -191,15 +195,17 @@ def main() -> None:
             print(f"   random  : test {rnd['test']}", flush=True)
             rn = run_resnet18(ds, cfg, seed)
             print(f"   resnet18: test {rn['test']}", flush=True)
-            cost = proxy_cost_ratio(ds, cfg)
+            cost = proxy_cost_ratio(ds, cfg, mode.get("proxy_archs", 5))
             rows.append({"flag": flag, "seed": seed, "zc_nsga2": ours, "random": rnd, "resnet18": rn,
                          "majority": ours["majority"], "proxy_cost": cost,
                          "archs_per_second": ours["evaluated"] / max(ours["search_seconds"], 1e-9),
                          "paper": PAPER.get(flag, {})})
     payload = {"benchmark": "zc_nsga2_medmnist", "mode": args.mode, "budget": mode, "machine": machine(),
-               "rows": rows}
-    write_results(args.out, "zc_nsga2_medmnist", payload, table(payload))
+               "rows": rows, "total_seconds": time.perf_counter() - t_all}
+    write_results(out_dir, "zc_nsga2_medmnist", payload, table(payload))
     print(table(payload))
+    print(f"total {payload['total_seconds']:.0f} s; wrote {out_dir / 'zc_nsga2_medmnist.json'} and .md")
+    return 0
 
 
 def table(p: dict[str, Any]) -> str:
@@ -225,7 +231,9 @@ def table(p: dict[str, Any]) -> str:
         if pp:
             lines.append(f"| {r['flag']} | - | paper: MSTF-NAS / ResNet-18 (28), 100 epochs | {pp['mstf_acc']:.3f} / "
                          f"{pp['rn18_acc']:.3f} | {pp['mstf_auc']:.3f} / {pp['rn18_auc']:.3f} | - | - | - |")
-    lines += ["", "| data set | seed | archs scored / s | proxy cost / one fwd+bwd (median of 5) | target ≤ 2x | "
+    n_proxy = p["rows"][0]["proxy_cost"]["n_archs"] if p["rows"] else 5
+    lines += ["", "| data set | seed | archs scored / s | proxy cost / one fwd+bwd "
+                  f"(median of {n_proxy}) | target ≤ 2x | "
                   "search ≤ 600 s | test ACC ≥ paper | ≥ random |", "|---|---|---|---|---|---|---|---|"]
     for r in p["rows"]:
         c, o = r["proxy_cost"], r["zc_nsga2"]
@@ -242,4 +250,4 @@ def table(p: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
