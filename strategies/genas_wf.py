@@ -7,9 +7,10 @@ noisy validation curves (:mod:`mednas_nni.evaluators.fitness`) and a hash table 
 twice. Everything else is **our reading** (every constant is a parameter):
 
 * **Population.** ``population_size`` distinct, valid random chromosomes (canonical, see below).
-* **Evaluation.** Each new individual is one NNI trial (:func:`~mednas_nni.evaluators.genas_trial.genas_trial`,
-  ``epochs_per_trial`` epochs); its final metric ``default`` is the fitness (``fitness`` names a function of
-  :data:`~mednas_nni.evaluators.fitness.FITNESS`, GeNAS-WF by default).
+* **Evaluation.** Each new individual is one NNI trial (:func:`~mednas_nni.strategies._train_trial.train_and_score`,
+  ``epochs_per_trial`` epochs of the task's training); its result holds ``fitness``, a function of the validation
+  curve (``fitness`` names one in :data:`~mednas_nni.evaluators.fitness.FITNESS`, GeNAS-WF by default), while
+  ``default`` (what NNI's web UI plots) is the task's selection metric.
 * **Selection.** Tournament of ``tournament_size`` individuals drawn without replacement from the scored members
   of the current generation; the fittest wins.
 * **Elitism.** The ``elitism`` best of a generation go on unchanged (cache hits: they are not retrained).
