@@ -267,17 +267,18 @@ class MedNASTuner(Tuner):
         for i, fin in enumerate(self._finalists or []):
             if i not in self._issued_finalists:
                 self._issued_finalists.add(i)
-                return self._issue(pid, {"mednas": "retrain", "finalist": i, "hash": fin.get("hash"),
-                                         "describe": fin.get("describe"), "run_dir": str(self.rd.path)})
+                return self._issue(pid, self._arch_params("retrain", fin["hash"], fin["sample"], finalist=i,
+                                                          chosen_as=fin.get("chosen_as")))
         if self.rd.status().get("phase") == "done":
             self._end_experiment()
         return None
 
     def _arch_params(self, kind: str, h: str, sample: dict[str, Any], **extra: Any) -> dict[str, Any]:
         space = self.loop.space
-        return {"mednas": kind, "describe": space.describe(sample), "hash": h,
-                "arch": space.active_part(sample),
-                "run_dir": str(self.rd.path), **extra}
+        meaning = {"evaluate": self.loop.spec.default_meaning,
+                   "retrain": f"val_{self.ctx.select_key} of the task (per epoch; final: the best epoch)"}.get(kind)
+        return {"mednas": kind, "describe": space.describe(sample), "hash": h, "arch": space.active_part(sample),
+                **({"default_metric": meaning} if meaning else {}), "run_dir": str(self.rd.path), **extra}
 
     def _next_search_params(self) -> dict[str, Any] | str | None:
         from ..io import atomic_write_json
@@ -318,6 +319,8 @@ class MedNASTuner(Tuner):
         _logger.info("search finished: %d finalists", len(self._finalists))
 
     def _receive_retrain(self, params: dict[str, Any], error: str | None = None) -> None:
+        """A retrain trial ended. The last one to finish tests the best finalist itself (its final result carries
+        the ``test_*`` metrics); only when that cannot happen (the last finalist failed) the tuner tests here."""
         from ..experiment import choose_best
         from ..io import atomic_write_json
 
@@ -325,12 +328,19 @@ class MedNASTuner(Tuner):
         fdir = self.rd / "finalists"
         if error and not (fdir / str(i) / "result.json").exists():
             atomic_write_json(fdir / str(i) / "failed.json", {"error": error})
+        if self.rd.status().get("phase") == "done":
+            self._end_experiment()
+            return
+        if any(p.get("mednas") == "retrain" for p in self._outstanding.values()):
+            return                                                 # a running retrain trial may still test
         done = [(fdir / str(k) / "result.json").exists() for k in range(len(self._finalists))]
         settled = [d or (fdir / str(k) / "failed.json").exists() for k, d in enumerate(done)]
-        if all(settled) and any(done) and self.rd.status().get("phase") != "done":
-            if not all(done):
+        if all(settled):
+            if any(done):
                 _logger.warning("%d finalist(s) failed to retrain; choosing among the others", done.count(False))
-            choose_best(self.ctx, self._finalists, available=done)
+                choose_best(self.ctx, self._finalists, available=done)
+            else:
+                _logger.error("every finalist failed to retrain; no model to test")
             self.rd.set_status(phase="done")
             self._end_experiment()
 
@@ -352,9 +362,10 @@ def _lower_max_trials(exp_id: str | None, submitted: int) -> None:
             return
         from nni.experiment import Experiment
 
-        Experiment.connect(int(info["port"])).update_max_trial_number(max(1, submitted))
-        _logger.info("experiment %s: maxTrialNumber set to %d; NNI marks it DONE when the last trial ends",
-                     exp_id, submitted)
+        exp = Experiment.connect(int(info["port"]))
+        n = max(1, submitted, len(exp.list_trial_jobs()))      # after `nnictl resume`, earlier trials count too
+        exp.update_max_trial_number(n)
+        _logger.info("experiment %s: maxTrialNumber set to %d; NNI marks it DONE when the last trial ends", exp_id, n)
     except Exception as e:  # noqa: BLE001 - the run directory is complete either way
         _logger.warning("could not end NNI experiment %s by itself (%s); stop it with 'nnictl stop %s'",
                         exp_id, e, exp_id)
