@@ -55,7 +55,9 @@ def _summary(out: Any, report: dict[str, Any]) -> None:
         print("latency (onnxruntime, batch 1, 1 thread, median): "
               + ", ".join(f"{k} {v['threads_1']['median_ms']:.3f} ms" for k, v in lat.items()))
     g = report.get("gradcam", {})
-    if g.get("files"):
+    if g.get("files") and g.get("layer") is None:   # segmentation: the run's overlays, not Grad-CAM
+        print(f"explanations: {', '.join(g['files'])} in {g['dir']}")
+    elif g.get("files"):
         print(f"grad-cam: {len(g['files'])} images in {g['dir']} (layer {g['layer']})")
     elif g.get("skipped"):
         print(f"grad-cam: skipped ({g['skipped']})")

@@ -208,7 +208,7 @@ def _run_phases(cfg: ExperimentConfig, rd: RunDir) -> RunDir:
         rd.set_status(phase="export" if cfg.export else "done")
     if cfg.export and rd.status().get("phase") == "export":
         exporter = get_plugin("exporters", cfg.export.name)(**dict(cfg.export.params))
-        report = exporter.export(load_trained(rd, ctx=ctx), rd / "export")
+        report = exporter.export(load_trained(rd.path, ctx=ctx), rd / "export")
         atomic_write_json(rd / "export_report.json", report)
         rd.set_status(phase="done")
     return rd

@@ -4,15 +4,38 @@ One architecture = one short training through the task (:meth:`~mednas_nni.contr
 epoch reports ``{"default": val_<select_by>, ...}`` to NNI (the task's selection metric, one meaning per
 experiment), and the final dict holds ``default`` (the last epoch's selection metric), ``fitness`` (a function of
 the whole validation curve, :data:`~mednas_nni.evaluators.fitness.FITNESS`), the last epoch's validation metrics,
-the parameter count and the per-epoch history.
+the parameter count and the per-epoch history. A fitness function's ``metric`` that ``fitness_params`` leaves unset
+is its own default (balanced accuracy) when the task reports it, else the task's selection metric (e.g. ``dice``
+for segmentation); either is checked against the task before any training.
 """
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["train_and_score", "training_trial_spec"]
+__all__ = ["train_and_score", "training_trial_spec", "fitness_params_for"]
+
+
+def fitness_params_for(fitness: str, fitness_params: dict[str, Any] | None, task: Any,
+                       select_key: str) -> dict[str, Any]:
+    """``fitness_params`` with ``metric`` resolved for ``task`` (see the module doc); ValueError if the task lacks
+    it."""
+    from mednas_nni.evaluators.fitness import FITNESS
+
+    params = dict(fitness_params or {})
+    arg = inspect.signature(FITNESS[fitness]).parameters.get("metric") if fitness in FITNESS else None
+    if arg is None:
+        return params
+    names = tuple(task.metric_names)
+    if "metric" not in params and arg.default not in names:
+        params["metric"] = select_key
+    metric = str(params.get("metric", arg.default)).removeprefix("val_")
+    if metric not in names:
+        raise ValueError(f"strategy.params.fitness_params.metric: expected a metric of the {task.name} task "
+                         f"({', '.join(names)}), got {metric!r}")
+    return params
 
 
 def train_and_score(model: Any, sample: dict[str, Any], ctx: Any, report: Callable[[dict[str, Any]], None], *,
@@ -28,7 +51,7 @@ def train_and_score(model: Any, sample: dict[str, Any], ctx: Any, report: Callab
     if torch_threads:
         torch.set_num_threads(int(torch_threads))
     key = f"val_{ctx.select_key}"
-    score = get_fitness(fitness, fitness_params)
+    score = get_fitness(fitness, fitness_params_for(fitness, fitness_params, ctx.task, ctx.select_key))
 
     def on_epoch(rec: dict[str, Any]) -> None:
         report({"default": rec[key], **{k: v for k, v in rec.items() if k != "seconds"}})

@@ -139,8 +139,9 @@ class SegmentationTask(Task):
     # ------------------------------------------------------------------ figures
     @torch.no_grad()
     def write_figures(self, model: nn.Module, dataset: DatasetPlugin, run_dir: Any, device: str = "cpu") -> list[Any]:
-        """``run_dir/overlays.png``: image / ground truth / prediction (with its mean Dice) for the first
-        ``params.overlay_images`` validation images. Returns ``[path]``."""
+        """``run_dir/overlays.png`` (``run_dir``: a :class:`~mednas_nni.io.RunDir` or a folder): image / ground
+        truth / prediction (with its mean Dice) for the first ``params.overlay_images`` validation images.
+        Returns ``[path]``."""
         from ..io import atomic_savefig
 
         ds = dataset.dataset("val")
@@ -155,7 +156,8 @@ class SegmentationTask(Task):
         pred = model(x.to(device)).argmax(1, keepdim=True).cpu()
         dice = segmentation_scores(pred, y, self.num_classes)["dice"]
         fig = self._overlay_figure(x.numpy(), y[:, 0].numpy(), pred[:, 0].numpy(), dice.numpy())
-        path = atomic_savefig(fig, Path(run_dir) / OVERLAYS_FILE, dpi=110)
+        folder = Path(getattr(run_dir, "path", run_dir))    # a RunDir (what experiment.py passes) or a path
+        path = atomic_savefig(fig, folder / OVERLAYS_FILE, dpi=110)
         return [path]
 
     def _display(self, x: np.ndarray) -> np.ndarray:
