@@ -75,15 +75,18 @@ def trial_error(run_dir: str | Path, h: str) -> str | None:
 
 def run_trial(model: Any, *, sample: dict[str, Any], run_dir: str, trial_function: str,
               trial_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Evaluate ``model`` (frozen ``sample``) with ``trial_function(model, sample, ctx, report, **trial_kwargs)`` and report
-    the final dict to NNI."""
+    """Evaluate ``model`` (frozen ``sample``) with ``trial_function(model, sample, ctx, report, **trial_kwargs)`` and
+    report the final dict to NNI. Torch's thread count is restored afterwards: a trial that sets its own (e.g.
+    ``torch_threads``) must not change the driver's numerics when it runs in-process."""
     import nni
+    import torch
 
     from ..io import atomic_write_text
 
     def report(d: dict[str, Any]) -> None:
         nni.report_intermediate_result(finite_metrics(d))
 
+    threads = torch.get_num_threads()
     try:
         ctx = context_for(run_dir)
         final = _resolve(trial_function)(model, sample, ctx, report, **(trial_kwargs or {}))
@@ -95,6 +98,8 @@ def run_trial(model: Any, *, sample: dict[str, Any], run_dir: str, trial_functio
         atomic_write_text(Path(run_dir) / TRIAL_ERRORS / f"{arch_hash(sample)}.txt",
                           f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
         raise
+    finally:
+        torch.set_num_threads(threads)
     nni.report_final_result(finite_metrics(final))
     return final
 

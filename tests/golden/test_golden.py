@@ -17,6 +17,18 @@ from record import SEARCHES, run  # noqa: F401 - tests/golden is on sys.path (ro
 GOLDEN = json.loads((Path(__file__).parent / "main_e4255b2.json").read_text())
 
 
+@pytest.fixture(autouse=True)
+def recorded_threads():
+    """The golden file was recorded on 2 cores (torch's default: 2 intra-op threads); convolution sums depend on the
+    thread count, so the comparison runs with the same count whatever the machine (and whatever ran before)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 def _scores(rec: dict) -> dict | None:
     if rec["status"] != "ok":
         return None
