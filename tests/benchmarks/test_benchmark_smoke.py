@@ -15,7 +15,7 @@ import pytest
 from conftest import require_data
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.slow, pytest.mark.data]
+pytestmark = [pytest.mark.slow, pytest.mark.data, pytest.mark.bench]
 
 
 def _run(script: str, *args: str) -> None:
