@@ -29,7 +29,7 @@ def test_default_config_end_to_end(tmp_path, capsys):
     assert main(["search", *TINY, f"run.out_dir={tmp_path}", "--no-progress"]) == 0
     out = capsys.readouterr().out
     rd = _only_run(tmp_path)
-    assert f"run directory: {rd}" in out and "test AUC" in out and "trivial baseline ACC" in out
+    assert f"run directory: {rd}" in out and "test AUC" in out and "(trivial baseline AUC 0.500 ACC 0.731" in out
     for f in ("config.resolved.yaml", "archs.jsonl", "pareto.csv", "pareto.png", "best_arch.json", "best.pt",
               "metrics.json", "search.log", "finalists.json", "strategy_state.json", "search_summary.json"):
         assert (rd / f).is_file(), f
