@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"nni\..*")
         warnings.filterwarnings("ignore", category=UserWarning)
         logging.getLogger("nni").setLevel(logging.ERROR)
+        # A failed architecture is recorded with its one-line reason (archs.jsonl, search.log) and the search goes
+        # on; NNI's sequential engine would print the trial's traceback for each one.
+        logging.getLogger("nni.nas.execution.sequential").setLevel(logging.CRITICAL)
     try:
         return args.func(args)
     except MedNASError as e:

@@ -193,7 +193,7 @@ def _validate_plugin_params(cfg: ExperimentConfig, base_dir: Path) -> None:
             data_cls = get_plugin("datasets", cfg.data.name)
         except MedNASError as e:
             raise type(e)(f"{cfg.source}: data.name: {e}") from None
-        cfg.task = PluginSpec(name=getattr(data_cls, "default_task", "classification"))
+        cfg.task = PluginSpec(name=data_cls.default_task)
     for section, kind in _SECTIONS.items():
         spec: PluginSpec | None = getattr(cfg, section)
         if spec is None:

@@ -62,7 +62,7 @@ def build_dataset(cfg: ExperimentConfig) -> Any:
 
 
 def build_task(cfg: ExperimentConfig, dataset: Any) -> Any:
-    name = cfg.task.name if cfg.task is not None else getattr(dataset, "default_task", "classification")
+    name = cfg.task.name if cfg.task is not None else dataset.default_task
     params = dict(cfg.task.params) if cfg.task is not None else {}
     return get_plugin("tasks", name)(dataset.info, **params)
 
@@ -71,7 +71,7 @@ def build_space(cfg: ExperimentConfig, dataset: Any, task: Any = None) -> Any:
     info = dataset.info
     cls = get_plugin("search_spaces", cfg.space.name)
     task_name = task.name if task is not None else info.task
-    supported = getattr(cls, "tasks", ("classification",))
+    supported = cls.tasks
     if task_name not in supported:
         raise ConfigError(f"{cfg.source}: space.name: '{cfg.space.name}' builds networks for "
                           f"{' and '.join(supported)}, got data set '{info.name}' with task '{task_name}'")

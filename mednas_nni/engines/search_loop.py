@@ -179,6 +179,7 @@ class SearchLoop:
         else:
             reason = error or str((metrics or {}).get("error") or "the trial reported no result")
             rec = self._record(sample, h, "failed", error=reason, **extra)
+            _logger.info("architecture %s failed (recorded, the search goes on): %s", h, reason)
         self._tick(cached=False)
         return rec
 
