@@ -20,6 +20,7 @@ from ..errors import SearchError
 from ..io import atomic_write_json
 from .nni_engine import LoopStrategy, make_evaluator
 from .nni_process import TERMINAL_STATES, nni_manifest, patch_nni_resume_hang, stop_nni_experiment
+from .records import arch_hash
 from .search_loop import SearchLoop
 
 __all__ = ["run_local", "LocalLoopStrategy"]
@@ -73,8 +74,6 @@ class LocalLoopStrategy(LoopStrategy):
             if state != "trained":
                 continue
             c = self.loop.space.canonicalize(sample)
-            from .records import arch_hash
-
             h = arch_hash(c)
             rec = self.loop.store.get(h)
             if rec is not None and rec["status"] == "ok":
@@ -87,8 +86,7 @@ class LocalLoopStrategy(LoopStrategy):
             raw = metric if isinstance(metric, dict) else {"default": metric}
             if not isinstance(raw.get("default"), (int, float)):
                 continue
-            self.loop.store.add({"hash": h, "sample": c, "describe": self.loop.space.describe(c), "status": "ok",
-                                 "metrics": raw, "batch": self.loop.batch_index, "source": "nni-db"})
+            self.loop.record(c, h, "ok", metrics=raw, source="nni-db")
             n += 1
         if n:
             _logger.info("re-seeded %d evaluated architecture(s) from NNI's trial database", n)

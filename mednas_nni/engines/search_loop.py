@@ -109,7 +109,8 @@ class SearchLoop:
             "strategy": self.strategy.state_dict()})
 
     # ------------------------------------------------------------------ records
-    def _record(self, sample: dict[str, Any], h: str, status: str, **fields: Any) -> dict[str, Any]:
+    def record(self, sample: dict[str, Any], h: str, status: str, **fields: Any) -> dict[str, Any]:
+        """Keep and persist the record of canonical ``sample`` (hash ``h``); returns the record in force."""
         rec = {"hash": h, "sample": sample, "describe": self.space.describe(sample), "status": status,
                "batch": self.batch_index, **fields}
         return self.store.add(rec)
@@ -118,7 +119,7 @@ class SearchLoop:
         c = self.space.canonicalize(sample)
         h = arch_hash(c)
         if h not in self.store:
-            self._record(c, h, "invalid", error=reason)
+            self.record(c, h, "invalid", error=reason)
 
     def evaluations(self) -> int:
         return self.store.count("ok", "failed")
@@ -147,7 +148,7 @@ class SearchLoop:
                 continue
             ok, why = self.space.is_valid(c)
             if not ok:
-                self._record(c, h, "invalid", error=why)
+                self.record(c, h, "invalid", error=why)
                 continue
             if left is not None and len(batch.todo) >= left:
                 batch.skipped.add(h)
@@ -175,10 +176,10 @@ class SearchLoop:
         if source:
             extra["source"] = source
         if error is None and isinstance(metrics, dict) and "error" not in metrics:
-            rec = self._record(sample, h, "ok", metrics=finite_metrics(metrics), **extra)
+            rec = self.record(sample, h, "ok", metrics=finite_metrics(metrics), **extra)
         else:
             reason = error or str((metrics or {}).get("error") or "the trial reported no result")
-            rec = self._record(sample, h, "failed", error=reason, **extra)
+            rec = self.record(sample, h, "failed", error=reason, **extra)
             _logger.info("architecture %s failed (recorded, the search goes on): %s", h, reason)
         self._tick(cached=False)
         return rec
