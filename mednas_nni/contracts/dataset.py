@@ -39,6 +39,13 @@ class DatasetInfo:
     mean: list[float] = field(default_factory=lambda: [0.5])
     std: list[float] = field(default_factory=lambda: [0.5])
     extra: dict[str, Any] = field(default_factory=dict)
+    # What the images are, so that a deployed model can flag inputs from elsewhere (preprocessing.json
+    # ``acquisition``): ``modality`` in words ("ultrasound", "X-ray", "microscopy"; "" = unknown, not checked),
+    # ``dicom_modalities`` the DICOM Modality (0008,0060) codes of such images (["US"]; [] = not checked), and
+    # ``from_volumes`` whether the 2-D images are slices of 3-D volumes (then a volume input is expected).
+    modality: str = ""
+    dicom_modalities: list[str] = field(default_factory=list)
+    from_volumes: bool = False
 
     @property
     def out_channels(self) -> int:
