@@ -51,6 +51,8 @@ class SegmentationParams(PluginParams):
     name: str | None = None
     licence: str = ""
     citation: str = ""
+    modality: str = ""                       # what the images are, e.g. "nuclei fluorescence microscopy"
+    dicom_modalities: list[str] = Field(default_factory=list)   # DICOM Modality codes of such images, e.g. [CT]
 
     @field_validator("split")
     @classmethod
@@ -255,6 +257,8 @@ class SegmentationDataset(DatasetPlugin):
             extra={"root": str(self.root), "label_map": {str(k): v for k, v in d.label_map.items()},
                    f"{self._unit}s_per_split": {s: len(v) for s, v in d.cases.items()},
                    "decode_seconds": round(d.seconds, 2)},
+            modality=p.modality, dicom_modalities=[m.upper() for m in p.dicom_modalities],
+            from_volumes=self._unit == "volume",
         )
 
     def cases(self, split: str) -> list[str]:

@@ -15,6 +15,8 @@ Parameters (``data.params``; paths relative to ``root``)::
     max_images: null            # a seeded subset of at most this many pairs (small CPU budgets)
     mean: null, std: null       # default: measured on the training split (see _segbase)
     name, licence, citation     # copied into DatasetInfo
+    modality: ""                # what the images are ("nuclei microscopy"); the exported bundle records it
+    dicom_modalities: []        # DICOM Modality codes of such images ([CT]); mednas predict flags other DICOMs
 
 Images with 16-bit or float pixels are scaled to 0..255 per image (min to max) before the grey/RGB conversion.
 Every image and mask is decoded once per process and kept in memory at ``size``.

@@ -26,6 +26,22 @@ __all__ = ["MedMNISTDataset", "MedMNISTParams", "bundled_root", "medmnist_2d_fla
 _logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 BUNDLED = {("breastmnist", 28)}
+# What each 2-D MedMNIST set's images are (from the MedMNIST v2 paper's table and medmnist.INFO descriptions):
+# modality in words, the DICOM Modality codes of such images, and whether the images are slices of volumes.
+MODALITIES: dict[str, tuple[str, list[str], bool]] = {
+    "pathmnist": ("colon pathology (H&E histology)", ["SM"], False),
+    "chestmnist": ("chest X-ray", ["CR", "DX"], False),
+    "dermamnist": ("dermatoscopy", ["XC", "DMS"], False),
+    "octmnist": ("retinal OCT", ["OPT"], False),
+    "pneumoniamnist": ("chest X-ray", ["CR", "DX"], False),
+    "retinamnist": ("fundus photography", ["OP"], False),
+    "breastmnist": ("breast ultrasound", ["US"], False),
+    "bloodmnist": ("blood cell microscopy", ["GM"], False),
+    "tissuemnist": ("kidney cortex microscopy", ["GM"], False),
+    "organamnist": ("abdominal CT (axial slices)", ["CT"], True),
+    "organcmnist": ("abdominal CT (coronal slices)", ["CT"], True),
+    "organsmnist": ("abdominal CT (sagittal slices)", ["CT"], True),
+}
 
 
 def bundled_root() -> Path:
@@ -101,6 +117,7 @@ class MedMNISTDataset(DatasetPlugin):
     def info(self) -> DatasetInfo:
         labels = self._meta["label"]
         channels = 3 if (self.as_rgb or self._meta["n_channels"] == 3) else 1
+        modality, dicom, from_volumes = MODALITIES.get(self.flag, ("", [], False))
         return DatasetInfo(
             name=f"{self.flag}_{self.size}", task="classification", task_type=self._meta["task"],
             num_classes=len(labels),
@@ -112,6 +129,7 @@ class MedMNISTDataset(DatasetPlugin):
             split_sizes=dict(self._meta["n_samples"]),
             mean=[0.5] * channels, std=[0.5] * channels,
             extra={"flag": self.flag, "size": self.size, "root": str(self.root)},
+            modality=modality, dicom_modalities=list(dicom), from_volumes=from_volumes,
         )
 
     # ------------------------------------------------------------------ arrays

@@ -13,7 +13,8 @@ picks the slicing axis (default 2, axial for a DICOM series) and each slice is l
 remaining axis (an axial slice has the rows and columns of the DICOM pixel data).
 
 Parameters (besides the ``folder`` ones: ``root``, ``images``, ``masks``, ``size``, ``label_map``,
-``label_names``, ``split``/``split_seed``/``split_files``, ``mean``/``std``, ``name``, ``licence``, ``citation``)::
+``label_names``, ``split``/``split_seed``/``split_files``, ``mean``/``std``, ``name``, ``licence``, ``citation``,
+``modality``, ``dicom_modalities``)::
 
     axis: 2                     # 0, 1 or 2 in (i, j, k) order
     foreground_only: false      # keep only slices whose mask has a non-background pixel
