@@ -12,8 +12,11 @@ Network
 -------
 stem (3x3 conv ``in_channels -> C``, BN, ReLU), then for b = 0..B-1 a *normal cell* at ``C_b = channels * 2**b``
 followed by a *reduction cell* ``C_b -> 2 C_b`` (stride 2), then the global average (``x.mean((2, 3))``) and a linear
-layer to ``out_channels`` logits (one per class). Every sample is valid for every image size (a pooling branch maps
-``H >= 1`` to ``ceil(H/2) >= 1``), so :meth:`~MSTFCellSpace.is_valid` is always ``(True, "")``.
+layer to ``out_channels`` logits (one per class). Every image size works (a pooling branch maps ``H >= 1`` to
+``ceil(H/2) >= 1``), but a *dead* sample is invalid: one whose normal cell outputs a constant because every loose
+end is a ``zero`` op or reads only ``zero`` nodes (:func:`~.mstf_genotype.dead_cells`). Its logits do not depend on
+the image, so :meth:`~MSTFCellSpace.is_valid` rejects it and no strategy builds, scores or trains it (about 15 %
+of uniform random samples of the default space).
 
 * Normal cell with N nodes. Node i (i = 1..N) applies ONE op from :data:`~.ops.OPS` to ONE input chosen from
   {0 = the cell input, 1..i-1 = earlier nodes}. The cell output is the mean of the outputs of the nodes that no
@@ -39,7 +42,7 @@ Every mutable of ``space.simplify()`` is an ``nni.mutable.Categorical``, so an a
 integer per label (an index into ``.values``). The default space (3 blocks x 5 nodes) has 42 labels and
 ``(8**5 * 5! * 6**4) ** 3`` ~ 1.3e29 architectures (:func:`space_size`).
 
-Every label is independent of the others (any value of any label gives a working network), so the generic
+Every label is independent of the others (any value of any label gives a network that runs), so the generic
 operators of :class:`~mednas_nni.contracts.SearchSpace` (one-point crossover over the label order, per-label
 mutation) and its canonical form (each value mapped to the label's own candidate object) are exact for this space.
 
@@ -59,7 +62,7 @@ This space is meant for multi-trial strategies (sample -> freeze -> train or sco
 (DARTS, ENAS, ...) do not know :class:`NodeInputChoice` and would reject it as a dangling mutable.
 """
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import nni
 import torch
@@ -72,7 +75,7 @@ from torch import nn
 from mednas_nni.contracts import PluginParams, SearchSpace
 
 from ._common import check_image_size, check_spatial_dims, resolve_out_channels
-from .mstf_genotype import NUM_BRANCHES, arch_labels, describe_arch, describe_short, space_size
+from .mstf_genotype import NUM_BRANCHES, arch_labels, dead_cells, describe_arch, describe_short, space_size
 from .ops import OP_NAMES, OPS, POOL_NAMES, POOLS
 
 __all__ = [
@@ -319,7 +322,7 @@ class MSTFCellSpace(ModelSpace, SearchSpace):
         spatial_dims: 2 (2-D images only).
         in_channels: image channels.
         out_channels: logits, one per class.
-        image_size: the data set's input size (unused: every sample is valid for every size).
+        image_size: the data set's input size (unused: every sample runs at every size).
         num_blocks, num_nodes, channels: see :class:`MSTFCellParams`.
         num_classes: deprecated name of ``out_channels``.
 
@@ -364,6 +367,17 @@ class MSTFCellSpace(ModelSpace, SearchSpace):
     def size(self) -> int:
         """Number of distinct architectures (samples) in this space."""
         return space_size(self.num_blocks, self.num_nodes)
+
+    def is_valid(self, sample: Dict[str, Any]) -> Tuple[bool, str]:
+        """``(False, reason)`` for a dead sample (a normal cell whose output is constant, see the module docstring)."""
+        try:
+            dead = dead_cells(sample, self.num_blocks, self.num_nodes)
+        except (KeyError, TypeError, ValueError) as e:
+            return False, f"not a sample of this space ({type(e).__name__}: {e})"
+        if dead:
+            return False, (f"dead cell: the normal cell of block{dead[0]} outputs a constant (every output node is "
+                           "'zero' or reads only 'zero' nodes), so the logits do not depend on the image")
+        return True, ""
 
     def describe(self, sample: Dict[str, Any]) -> str:
         """One short line (see :func:`describe_short`); :func:`describe_arch` gives the multi-line text."""

@@ -11,7 +11,8 @@ from typing import Any, Dict, List
 
 from .ops import OP_NAMES, POOL_NAMES
 
-__all__ = ["NUM_BRANCHES", "arch_labels", "space_size", "describe_arch", "describe_short"]
+__all__ = ["NUM_BRANCHES", "arch_labels", "space_size", "describe_arch", "describe_short", "dead_cells",
+           "live_nodes"]
 
 _logger = logging.getLogger(__name__)
 
@@ -33,6 +34,35 @@ def space_size(num_blocks: int, num_nodes: int) -> int:
     """Number of architectures: ``(len(OPS)**N * N! * len(POOLS)**4) ** B``."""
     per_block = len(OP_NAMES) ** num_nodes * math.factorial(num_nodes) * len(POOL_NAMES) ** NUM_BRANCHES
     return per_block ** num_blocks
+
+
+def live_nodes(ops: List[str], inputs: List[int]) -> List[bool]:
+    """Per node (1-based, ``[0]`` = the cell input): does its output depend on the cell input?
+
+    Node ``i`` is live when its op is not ``'zero'`` and its input (0 = the cell input, always live) is live: an op
+    applied to a constant (a ``zero`` node, or a node that reads one) gives a constant whatever the cell input.
+    """
+    live = [True]
+    for op, j in zip(ops, inputs):
+        live.append(op != "zero" and 0 <= int(j) < len(live) and live[int(j)])
+    return live
+
+
+def dead_cells(sample: Dict[str, Any], num_blocks: int, num_nodes: int) -> List[int]:
+    """Blocks whose normal cell outputs a constant (every loose end is dead, see :func:`live_nodes`).
+
+    The cell output is the mean of its loose ends (nodes no node reads), so it depends on the cell input exactly
+    when one loose end is live; a constant cell makes every later layer, and so the logits, constant.
+    """
+    dead = []
+    for b in range(num_blocks):
+        ops = [sample[f"block{b}/normal/node{i}/op"] for i in range(1, num_nodes + 1)]
+        inputs = [int(sample[f"block{b}/normal/node{i}/input"]) for i in range(1, num_nodes + 1)]
+        live = live_nodes(ops, inputs)
+        loose = [i for i in range(1, num_nodes + 1) if i not in set(inputs)]
+        if not any(live[i] for i in loose):
+            dead.append(b)
+    return dead
 
 
 _NODE_RE = re.compile(r"^block(\d+)/normal/node(\d+)/(op|input)$")
