@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError, MedNASError, did_you_mean
+from .config_training_service import TrainingServiceConfig, check_training_service
 
 __all__ = ["PluginSpec", "EvaluatorConfig", "EngineConfig", "RunConfig", "ExperimentConfig", "load_config", "default_config_path",
            "dump_config", "apply_overrides", "format_validation_error"]
@@ -90,6 +91,7 @@ class ExperimentConfig(_Section):
     space: PluginSpec
     strategy: PluginSpec
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    training_service: TrainingServiceConfig = Field(default_factory=TrainingServiceConfig)  # where NNI runs trials
     evaluator: EvaluatorConfig = Field(default_factory=EvaluatorConfig)
     export: PluginSpec | None = None
     run: RunConfig = Field(default_factory=RunConfig)
@@ -259,6 +261,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         cfg.run.out_dir = (base_dir / cfg.run.out_dir).resolve()
     if validate_plugins:
         _validate_plugin_params(cfg, base_dir)
+    check_training_service(cfg, base_dir)
     return cfg
 
 
