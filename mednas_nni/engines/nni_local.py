@@ -1,8 +1,11 @@
 """A search loop on NNI's local training service: one NNI trial per architecture, NNI's web UI on a port.
 
 Runs a multi-trial ``NasExperiment`` (engine 'ts', simplified format) whose strategy is
-:class:`~mednas_nni.engines.nni_engine.LoopStrategy`. **The NNI manager listens on all network interfaces** (NNI
-has no host option): browse ``http://127.0.0.1:PORT`` and firewall the port on shared machines.
+:class:`~mednas_nni.engines.nni_engine.LoopStrategy`, on the training service of the config's ``training_service``
+section (local, remote over SSH, kubeflow, frameworkcontroller; :mod:`~mednas_nni.engines.training_service`). The
+NNI manager listens on 127.0.0.1 only (NNI itself would listen on every interface; see
+:mod:`~mednas_nni.engines.nni_loopback`) unless ``training_service.manager_host`` says otherwise; view the web UI
+from another machine through ``ssh -N -L PORT:127.0.0.1:PORT``.
 
 Resume (``mednas resume``): the NNI experiment id is kept in ``status.json`` (``nni_experiment``) and
 ``nni_experiment.json``. An orphaned manager of that id (left by a killed driver) is stopped by its id, the
@@ -12,24 +15,81 @@ was already evaluated is a cache hit.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from ..errors import SearchError
 from ..io import atomic_write_json
 from .nni_engine import LoopStrategy, make_evaluator
+from .nni_loopback import is_loopback, loopback_manager
 from .nni_process import TERMINAL_STATES, nni_manifest, patch_nni_resume_hang, stop_nni_experiment
 from .records import arch_hash
 from .search_loop import SearchLoop
+from .training_service import prepared_training_service
 
 __all__ = ["run_local", "LocalLoopStrategy"]
 
 _logger = logging.getLogger(__name__)
 
 
+def manager_error(log_dir: Path) -> str:
+    """The first ``ERROR`` line of NNI's manager log in ``log_dir`` (why the manager went ERROR), or a pointer."""
+    log = log_dir / "nnimanager.log"
+    try:
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            if "] ERROR (" in line:
+                return f"{line.split(') ', 1)[-1].strip()} (see {log})"
+    except OSError:
+        pass
+    return f"see {log}"
+
+
 class LocalLoopStrategy(LoopStrategy):
-    """:class:`LoopStrategy` that first re-seeds the loop from NNI's trial database (after a crash)."""
+    """:class:`LoopStrategy` that first re-seeds the loop from NNI's trial database (after a crash), and stops with
+    the manager's reason when NNI's manager goes ERROR (e.g. a remote machine refused it): NNI's engine would wait
+    for the submitted models forever."""
+
+    def __init__(self, loop: SearchLoop, log_dir: Path | None = None):
+        super().__init__(loop)
+        self.log_dir = log_dir
+
+    def _manager_status(self) -> str | None:
+        binding = getattr(self.engine, "nodejs_binding", None)
+        try:
+            return binding.get_status() if binding is not None else None
+        except Exception:       # noqa: BLE001 (the manager is gone: its REST call fails in many ways)
+            return "ERROR"
+
+    def _raise_if_manager_failed(self) -> None:
+        if self._manager_status() == "ERROR":
+            raise SearchError("NNI's manager stopped with status ERROR: " +
+                              (manager_error(self.log_dir) if self.log_dir else "see its nnimanager.log"))
+
+    def _initialize(self, model_space: Any, engine: Any) -> Any:
+        out = super()._initialize(model_space, engine)
+        if getattr(engine, "nodejs_binding", None) is not None:
+            wait_all = engine.wait_models
+
+            def wait_models(*models: Any) -> None:
+                if not models:
+                    return wait_all()
+                while any(not m.status.completed() for m in models):
+                    self._raise_if_manager_failed()
+                    time.sleep(1.0)
+
+            engine.wait_models = wait_models
+        return out
+
+    def wait_for_resource(self) -> bool:
+        ok = super().wait_for_resource()
+        if not ok:
+            self._raise_if_manager_failed()
+        return ok
 
     def _engine_trials(self) -> list[tuple[dict[str, Any], str, Any]]:
         """``(sample, 'running' | 'trained' | 'failed', final metric)`` of every trial NNI's manager knows.
@@ -92,8 +152,23 @@ class LocalLoopStrategy(LoopStrategy):
             _logger.info("re-seeded %d evaluated architecture(s) from NNI's trial database", n)
 
 
+@contextlib.contextmanager
+def _working_directory(folder: Path | None) -> Iterator[None]:
+    """NNI uploads the driver's working directory as trial code (and checks it is the cwd): use ``folder``."""
+    if folder is None:
+        yield
+        return
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 def run_local(loop: SearchLoop) -> None:
-    """Run ``loop`` as a NasExperiment on NNI's local training service (``engine.kind: local``)."""
+    """Run ``loop`` as a NasExperiment on NNI's training service (``engine.kind: local``; where the trials run is
+    ``training_service.platform``)."""
     from nni.experiment import management
     from nni.nas.experiment import NasExperiment, NasExperimentConfig
 
@@ -109,33 +184,42 @@ def run_local(loop: SearchLoop) -> None:
     if not resume:
         exp_id = management.generate_experiment_id()
     work = rd / "nni"
-    rd.set_status(nni_experiment=exp_id, nni_port=eng.port)
-    atomic_write_json(rd / "nni_experiment.json", {
-        "id": exp_id, "port": eng.port, "web_ui": f"http://127.0.0.1:{eng.port}", "working_directory": str(work),
-        "stop": f"nnictl stop {exp_id}", "note": "the NNI manager listens on all interfaces"})
-    config = NasExperimentConfig("ts", "simplified", "local")
-    config.experiment_name = f"mednas {ctx.cfg.run_name()}"
-    config.experiment_working_directory = str(work)
-    config.trial_concurrency = eng.trial_concurrency
-    budget = loop.strategy.max_evaluations or 10_000
-    config.max_trial_number = eng.max_trial_number or budget + 64
-    config.trial_gpu_number = eng.trial_gpu_number
-    config.training_service.use_active_gpu = eng.use_active_gpu
-    strategy = LocalLoopStrategy(loop)
-    exp = NasExperiment(loop.space, make_evaluator(loop), strategy, config=config, id=exp_id)
-    _logger.info("NNI experiment %s: web UI on http://127.0.0.1:%d (the manager listens on all interfaces)",
-                 exp_id, eng.port)
-    try:
-        if resume:
-            exp.resume(port=eng.port, wait_completion=False)
-        else:
-            exp.run(port=eng.port, wait_completion=False)
-    except RuntimeError as e:
-        if "port" in str(e).lower() or "address" in str(e).lower():
-            raise SearchError(f"NNI could not start on port {eng.port}: {e}; set engine.port to a free port") from None
-        raise
-    finally:
-        exp.stop()
+    with prepared_training_service(ctx.cfg, rd.path, eng.port) as svc:
+        host = svc.manager_host
+        web_ui = f"http://{'127.0.0.1' if is_loopback(host) else host}:{eng.port}"
+        rd.set_status(nni_experiment=exp_id, nni_port=eng.port)
+        atomic_write_json(rd / "nni_experiment.json", {
+            "id": exp_id, "port": eng.port, "web_ui": web_ui, "working_directory": str(work),
+            "stop": f"nnictl stop {exp_id}", "platform": svc.platform, "machines": svc.machines,
+            "listens_on": host, "note": ("the NNI manager listens on loopback only; from another machine: ssh -N -L "
+                                         f"{eng.port}:127.0.0.1:{eng.port} <this host>") if is_loopback(host) else
+            f"the NNI manager listens on {host} (training_service.manager_host): no authentication"})
+        config = NasExperimentConfig("ts", "simplified", training_service=svc.nni_config)
+        config.experiment_name = f"mednas {ctx.cfg.run_name()}"
+        config.experiment_working_directory = str(work)
+        config.trial_concurrency = eng.trial_concurrency
+        budget = loop.strategy.max_evaluations or 10_000
+        config.max_trial_number = eng.max_trial_number or budget + 64
+        config.trial_gpu_number = eng.trial_gpu_number
+        if svc.trial_python is not None:     # the remote's interpreter (NNI's trial shell lacks pythonPath)
+            config._trial_command_params = {"python": svc.trial_python}
+        strategy = LocalLoopStrategy(loop, log_dir=work / exp_id / "log")
+        exp = NasExperiment(loop.space, make_evaluator(loop), strategy, config=config, id=exp_id)
+        _logger.info("NNI experiment %s on the %s training service: web UI on %s (listening on %s only)", exp_id,
+                     svc.platform, web_ui, host)
+        try:
+            with loopback_manager(host), _working_directory(svc.code_dir):
+                if resume:
+                    exp.resume(port=eng.port, wait_completion=False)
+                else:
+                    exp.run(port=eng.port, wait_completion=False)
+        except RuntimeError as e:
+            if "port" in str(e).lower() or "address" in str(e).lower():
+                raise SearchError(f"NNI could not start on port {eng.port}: {e}; set engine.port to a free port") \
+                    from None
+            raise
+        finally:
+            exp.stop()
     if not loop.finished and not strategy.budget_exhausted:
         raise SearchError(f"NNI experiment {exp_id} ended before the search finished; see its log in "
                           f"{work / exp_id / 'log'} and resume with 'mednas resume {rd.path}'")

@@ -1,0 +1,157 @@
+"""From the ``training_service`` config section to what NNI's ``NasExperiment`` needs, prepared for launch.
+
+:func:`prepared_training_service` (a context manager around the experiment's life) returns a
+:class:`PreparedService`: NNI's training-service config object (``LocalConfig``, ``RemoteConfig`` or NNI's own
+Kubeflow/FrameworkController config), the interpreter of the trial command, the trial code folder NNI uploads and
+the address the manager listens on. For ``remote`` it runs the SSH preflight, installs the ``pip install nni
+--upgrade`` guard and opens the reverse tunnels (:mod:`~mednas_nni.engines.training_service_remote`), and closes
+the tunnels on exit.
+
+What travels to a remote trial: the architecture, evaluator and its arguments travel inside NNI's trial parameters
+(the simplified model format); NNI uploads the trial code folder, which mednas keeps to a small folder of its own
+(``<run>/nni/trial_code``) instead of the driver's working directory (NNI would otherwise tar that folder, e.g. a
+checkout with its virtual environment). The trial reads the run's resolved config and writes its metrics back
+through NNI's channel; the paths in the config (run directory, data) must exist on the worker at the same place
+(a shared or mirrored folder): checked for the data root by :func:`check_paths_on_remote`.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import shlex
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config_training_service import check_remote_environment, validate_nni_cluster_config
+from ..errors import ConfigError
+from .nni_loopback import is_loopback
+from .training_service_remote import SshTarget, install_python_wrapper, preflight, reverse_tunnel
+
+__all__ = ["PreparedService", "prepared_training_service", "check_paths_on_remote", "TRIAL_CODE_README"]
+
+_logger = logging.getLogger(__name__)
+
+TRIAL_CODE_README = ("NNI uploads this folder to every remote worker as the trial code directory. mednas trials need "
+                     "nothing from it (the architecture travels in the trial's parameters); it is kept small on "
+                     "purpose.\n")
+
+
+@dataclass
+class PreparedService:
+    """What :func:`~mednas_nni.engines.nni_local.run_local` hands to NNI."""
+
+    platform: str
+    nni_config: Any                       # an NNI TrainingServiceConfig
+    manager_host: str = "127.0.0.1"
+    trial_python: str | None = None       # None: the driver's interpreter (local)
+    code_dir: Path | None = None          # None: NNI's default (the driver's working directory; local only)
+    machines: list[dict[str, Any]] = field(default_factory=list)   # for nni_experiment.json
+
+
+def _remote_machine_config(m: Any, python_path: str) -> Any:
+    from nni.experiment.config import RemoteMachineConfig
+
+    kw: dict[str, Any] = dict(host=m.host, port=m.port, user=m.user, python_path=python_path,
+                              use_active_gpu=m.use_active_gpu, max_trial_number_per_gpu=m.max_trial_number_per_gpu)
+    if m.ssh_key_file is not None:
+        kw["ssh_key_file"] = str(m.ssh_key_file)
+    if m.ssh_passphrase is not None:
+        kw["ssh_passphrase"] = m.ssh_passphrase
+    if m.password is not None:
+        kw["password"] = m.password
+    if m.gpu_indices is not None:
+        kw["gpu_indices"] = list(m.gpu_indices)
+    return RemoteMachineConfig(**kw)
+
+
+def check_paths_on_remote(target: SshTarget, paths: dict[str, str]) -> None:
+    """Every ``{config field: absolute path}`` exists on the remote (NNI uploads code, not data sets)."""
+    if not paths:
+        return
+    tests = " ; ".join(f"[ -e {shlex.quote(p)} ] || echo MISSING {shlex.quote(k)}" for k, p in paths.items())
+    out = target.checked(tests + " ; true", "the data path check")
+    missing = [ln.split(" ", 1)[1] for ln in out.splitlines() if ln.startswith("MISSING ")]
+    if missing:
+        k = missing[0]
+        raise ConfigError(f"{target.where}: {k} is {paths[k]!r} on this machine, which does not exist on "
+                          f"{target.m.host}: NNI uploads code, not data; put the data at the same path there (or "
+                          "a shared folder)")
+
+
+def _remote_paths(cfg: Any, run_dir: Path) -> dict[str, str]:
+    out = {"run directory": str(run_dir)}
+    for name, value in (cfg.data.params or {}).items():
+        if isinstance(value, str) and value.startswith("/") and Path(value).exists():
+            out[f"data.params.{name}"] = value
+    return out
+
+
+@contextlib.contextmanager
+def prepared_training_service(cfg: Any, run_dir: Path, port: int) -> Iterator[PreparedService]:
+    """Prepare ``cfg.training_service`` for an experiment whose manager will listen on ``port``."""
+    ts = cfg.training_service
+    eng = cfg.engine
+    if ts.platform == "local":
+        from nni.experiment.config import LocalConfig
+
+        yield PreparedService("local", LocalConfig(use_active_gpu=eng.use_active_gpu), ts.manager_host)
+        return
+    if ts.platform in ("kubeflow", "frameworkcontroller"):
+        nni_cfg = validate_nni_cluster_config(ts.platform, ts.nni, cfg.source)
+        if nni_cfg.nni_manager_ip is None:
+            nni_cfg.nni_manager_ip = ts.manager_host
+        yield PreparedService(ts.platform, nni_cfg, ts.manager_host, trial_python="python3",
+                              code_dir=_trial_code_dir(run_dir))
+        return
+    yield from _prepared_remote(cfg, run_dir, port)
+
+
+def _trial_code_dir(run_dir: Path) -> Path:
+    from ..io import atomic_write_text
+
+    d = Path(run_dir) / "nni" / "trial_code"
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(d / "README.txt", TRIAL_CODE_README)
+    return d
+
+
+def _prepared_remote(cfg: Any, run_dir: Path, port: int) -> Iterator[PreparedService]:
+    from nni.experiment.config import RemoteConfig
+
+    ts = cfg.training_service
+    check_remote_environment(cfg)
+    known_hosts = Path(run_dir) / "nni" / "known_hosts"
+    targets = [SshTarget(m, i, known_hosts, cfg.source) for i, m in enumerate(ts.machines)]
+    remote_paths = _remote_paths(cfg, Path(run_dir))
+    machines, summary = [], []
+    for t in targets:
+        versions = preflight(t)
+        check_paths_on_remote(t, remote_paths)
+        python_path = install_python_wrapper(t) if ts.skip_nni_upgrade else str(Path(t.m.python).parent)
+        machines.append(_remote_machine_config(t.m, python_path))
+        summary.append({"host": t.m.host, "port": t.m.port, "user": t.m.user, "python": t.m.python, **versions,
+                        "python_path": python_path})
+        _logger.info("remote machine %s ready: python %s, nni %s, mednas-nni %s", t, versions["python"],
+                     versions["nni"], versions["mednas"])
+    if any(m.password is not None for m in ts.machines):
+        _logger.warning("a remote machine logs in with a password: NNI shows it in its web UI in plain text")
+    far = [t for t in targets if not is_loopback(t.m.host)]
+    if far and is_loopback(ts.manager_host) and not ts.reverse_tunnel:
+        raise ConfigError(f"{cfg.source}: training_service.reverse_tunnel: machine {far[0]} cannot reach a manager "
+                          "on 127.0.0.1 without it: expected reverse_tunnel: true, or manager_host set to an "
+                          "address the machines reach (the REST API has no authentication), got false")
+    # Trial keepers connect back to ws://<nniManagerIp>:PORT: the manager's own address when it is not on loopback,
+    # else 127.0.0.1 on the worker (this machine, or the worker's end of the reverse tunnel).
+    tunnel = is_loopback(ts.manager_host)
+    nni_manager_ip = "127.0.0.1" if tunnel else ts.manager_host
+    # reuse_mode False: NNI 3.0's maintained remote service (remote_v3: one trial keeper per machine over SSH)
+    rc = RemoteConfig(machine_list=machines, reuse_mode=False, nni_manager_ip=nni_manager_ip)
+    with contextlib.ExitStack() as stack:
+        if tunnel:
+            for t in far:
+                stack.enter_context(reverse_tunnel(t, port, port))
+        yield PreparedService("remote", rc, ts.manager_host, trial_python=ts.machines[0].python,
+                              code_dir=_trial_code_dir(run_dir), machines=summary)
+
