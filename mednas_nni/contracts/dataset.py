@@ -46,6 +46,9 @@ class DatasetInfo:
     modality: str = ""
     dicom_modalities: list[str] = field(default_factory=list)
     from_volumes: bool = False
+    #: binary classification: the index of the class that counts as positive (the finding: BreastMNIST malignant,
+    #: MHSMA abnormal); None = label 1. ``task.params.positive_class`` overrides it.
+    positive_class: int | None = None
 
     @property
     def out_channels(self) -> int:

@@ -115,6 +115,13 @@ class Task(abc.ABC):
 
         return TaskLightningModule(self, **kwargs)
 
+    def detailed_metrics(self, model: nn.Module, dataset: DatasetPlugin, device: str = "cpu",
+                         seed: int = 0) -> dict[str, Any]:
+        """Metrics of the winner beyond :meth:`evaluate`, merged into ``metrics.json``: ``{"val": {...}, "test":
+        {...}}`` (keys added to each split) plus top-level keys (classification: ``positive_class``,
+        ``operating_point``); confidence intervals seeded by ``seed``. Default: none."""
+        return {}
+
     def write_figures(self, model: nn.Module, dataset: DatasetPlugin, run_dir: Any, device: str = "cpu") -> list[Any]:
         """Pictures of the winner on validation images written into ``run_dir`` (segmentation: ``overlays.png``);
         returns the paths written. Default: none."""

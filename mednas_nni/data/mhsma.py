@@ -138,6 +138,7 @@ class MHSMADataset(DatasetPlugin):
             mean=[_MEAN], std=[_STD],
             extra={"label": self.label, "size": self.size, "root": str(self.root), "imbalance": self.imbalance,
                    "positive_class": "abnormal (1)"},
+            positive_class=1,   # abnormal
             modality="sperm cell microscopy (grayscale)", dicom_modalities=["GM"],
         )
 

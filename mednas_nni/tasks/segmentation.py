@@ -9,7 +9,10 @@
   mean, 95th-percentile Hausdorff distance, pixel accuracy). ``hd95`` is reported but not offered as ``select_by``
   (lower is better; selection keys are higher-better).
 * **Baseline.** The all-background mask (Dice 0 where a class is present, pixel accuracy = background fraction).
-* **Figures.** ``overlays.png``: image / ground truth / prediction for a few validation images.
+* **Winner's report** (:meth:`SegmentationTask.detailed_metrics`): per-class Dice/IoU/HD95, bootstrap 95 % CIs over
+  images and the per-image Dice of the val and test splits.
+* **Figures.** ``overlays.png``: image / ground truth / prediction for a few validation images;
+  ``dice_per_image.png``: the distribution of the per-image Dice on the test split.
 """
 from __future__ import annotations
 
@@ -31,11 +34,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..contracts import DatasetInfo, DatasetPlugin
 
-__all__ = ["SegmentationTask", "SegmentationParams", "OVERLAYS_FILE"]
+__all__ = ["SegmentationTask", "SegmentationParams", "OVERLAYS_FILE", "DICE_PER_IMAGE_FILE"]
 
 _logger = logging.getLogger(__name__)
 
 OVERLAYS_FILE = "overlays.png"
+DICE_PER_IMAGE_FILE = "dice_per_image.png"
 
 
 class SegmentationParams(PluginParams):
@@ -45,6 +49,8 @@ class SegmentationParams(PluginParams):
         "dice_ce", description="MONAI DiceCELoss (default), DiceLoss, or cross-entropy alone (DiceCELoss with "
                                "lambda_dice=0).")
     overlay_images: int = Field(4, ge=1, le=16, description="Validation images drawn in overlays.png.")
+    ci_n_boot: int = Field(1000, ge=0, le=100_000, description="Bootstrap resamples (over images) of the 95 % CIs "
+                                                                "of the winner's Dice/IoU/HD95 (0: none).")
 
 
 class SegmentationTask(Task):
@@ -106,6 +112,25 @@ class SegmentationTask(Task):
             meter.update(logits.argmax(1, keepdim=True).cpu(), self.target(torch.as_tensor(y)).cpu())
         return meter.compute()
 
+    @torch.no_grad()
+    def _meter(self, model: nn.Module, dataset: DatasetPlugin, split: str, device: str) -> SegmentationMeter:
+        from torch.utils.data import DataLoader
+
+        model.eval()
+        meter = SegmentationMeter(self.num_classes, self.label_names)
+        for batch in DataLoader(dataset.dataset(split), batch_size=64):
+            x, y = unpack_batch(batch)
+            meter.update(model(x.to(device).float()).argmax(1, keepdim=True).cpu(),
+                         self.target(torch.as_tensor(y)).cpu())
+        return meter
+
+    def detailed_metrics(self, model: nn.Module, dataset: DatasetPlugin, device: str = "cpu",
+                         seed: int = 0) -> dict[str, Any]:
+        """Per-class Dice/IoU/HD95, bootstrap CIs over images and the per-image Dice of the val and test splits
+        (:meth:`SegmentationMeter.details`)."""
+        return {split: self._meter(model, dataset, split, device).details(int(self.params.ci_n_boot), seed + i)
+                for i, split in enumerate(("val", "test"))}
+
     def baseline(self, dataset: DatasetPlugin, split: str = "test") -> dict[str, Any]:
         """The metrics of an all-background prediction on ``split`` (masks as the model sees them)."""
         meter = SegmentationMeter(self.num_classes, self.label_names)
@@ -140,8 +165,8 @@ class SegmentationTask(Task):
     @torch.no_grad()
     def write_figures(self, model: nn.Module, dataset: DatasetPlugin, run_dir: Any, device: str = "cpu") -> list[Any]:
         """``run_dir/overlays.png`` (``run_dir``: a :class:`~mednas_nni.io.RunDir` or a folder): image / ground
-        truth / prediction (with its mean Dice) for the first ``params.overlay_images`` validation images.
-        Returns ``[path]``."""
+        truth / prediction (with its mean Dice) for the first ``params.overlay_images`` validation images, and
+        ``run_dir/dice_per_image.png``. Returns the paths."""
         from ..io import atomic_savefig
 
         ds = dataset.dataset("val")
@@ -158,7 +183,24 @@ class SegmentationTask(Task):
         fig = self._overlay_figure(x.numpy(), y[:, 0].numpy(), pred[:, 0].numpy(), dice.numpy())
         folder = Path(getattr(run_dir, "path", run_dir))    # a RunDir (what experiment.py passes) or a path
         path = atomic_savefig(fig, folder / OVERLAYS_FILE, dpi=110)
-        return [path]
+        test = self._meter(model, dataset, "test", device).details(n_boot=0)["per_image_dice"]
+        return [path, atomic_savefig(self._dice_figure(test), folder / DICE_PER_IMAGE_FILE, dpi=110)]
+
+    def _dice_figure(self, dice: list[float | None]) -> Any:
+        from matplotlib.figure import Figure
+
+        v = np.asarray([d for d in dice if d is not None], dtype=float)
+        fig = Figure(figsize=(6.0, 3.2), layout="constrained")
+        ax = fig.subplots()
+        ax.hist(v, bins=np.linspace(0, 1, 21), color="tab:blue", alpha=0.8)
+        if len(v):
+            ax.axvline(float(np.median(v)), color="k", ls="--", lw=1.2, label=f"median {np.median(v):.3f}")
+            ax.legend(fontsize=8, loc="upper left")
+        ax.set(xlim=(0, 1), xlabel="Dice of one image (mean over its foreground classes)", ylabel="images",
+               title=f"{self.info.name}: per-image Dice on the test split (n={len(v)}, "
+                     f"{len(dice) - len(v)} without foreground)")
+        ax.title.set_fontsize(9)
+        return fig
 
     def _display(self, x: np.ndarray) -> np.ndarray:
         # undo NormalizeIntensity: x * std + mean, per channel, into [0, 1]
