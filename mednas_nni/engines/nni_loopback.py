@@ -42,8 +42,10 @@ const host = process.env.MEDNAS_NNI_LISTEN_HOST || '127.0.0.1';
 const listen = net.Server.prototype.listen;
 function isPort(v) { return typeof v === 'number' || (typeof v === 'string' && /^\d+$/.test(v)); }
 net.Server.prototype.listen = function (...args) {
-  if (args.length === 0 || args[0] === undefined || args[0] === null || typeof args[0] === 'function') {
-    args = [0, host, ...args.slice(args.length === 0 ? 0 : 1)];
+  if (args.length === 0 || args[0] === undefined || args[0] === null) {
+    args = [0, host, ...args.slice(1)];
+  } else if (typeof args[0] === 'function') {
+    args = [0, host, ...args];
   } else if (isPort(args[0])) {
     if (args[1] === undefined || args[1] === null) { args[1] = host; }
     else if (typeof args[1] !== 'string') { args.splice(1, 0, host); }

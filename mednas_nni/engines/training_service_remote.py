@@ -42,6 +42,7 @@ _logger = logging.getLogger(__name__)
 WRAPPER_TEMPLATE = """#!/bin/sh
 # mednas-nni: NNI's remote worker runs '<python> -m pip install nni --upgrade' at start; skip exactly that call.
 if [ "$#" -eq 5 ] && [ "$1" = "-m" ] && [ "$2" = "pip" ] && [ "$3" = "install" ] && [ "$4" = "nni" ] && [ "$5" = "--upgrade" ]; then
+  echo "$(date -u +%FT%TZ) skipped NNI's 'pip install nni --upgrade'" >> "$(dirname "$0")/skipped.log"
   echo "mednas-nni: skipped 'pip install nni --upgrade' (training_service.skip_nni_upgrade)"; exit 0
 fi
 exec {python} "$@"
