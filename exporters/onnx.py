@@ -35,7 +35,7 @@ from mednas_nni.contracts import ExporterPlugin, PluginParams, TrainedModel
 from mednas_nni.deploy.layout import (MODEL_CARD_FILE, MODEL_FILE, MODEL_INT8_FILE, PARITY_FILE,
                                       PREPROCESSING_FILE)
 from mednas_nni.errors import ExportError, MedNASError
-from mednas_nni.io import atomic_write_json, atomic_write_text
+from mednas_nni.io import atomic_write_json, atomic_write_text, dir_mode
 
 from ._card import CardFacts, model_card
 from ._convert import INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_parity, ort_session, run_session, torch_logits
@@ -161,10 +161,10 @@ class ONNXExporter(ExporterPlugin):
             gtmp = Path(tempfile.mkdtemp(prefix=f".{GRADCAM_DIR}.tmp-", dir=run_dir))
         try:
             report = self._export(trained, tmp, out, gtmp)
-            os.chmod(tmp, 0o755)
+            os.chmod(tmp, dir_mode())   # mkdtemp makes 0700; the bundle gets a plain mkdir's mode (umask)
             _replace_dir(tmp, out)
             if gtmp is not None and report["gradcam"].get("files"):
-                os.chmod(gtmp, 0o755)
+                os.chmod(gtmp, dir_mode())
                 _replace_dir(gtmp, run_dir / GRADCAM_DIR)
             elif gtmp is not None:
                 shutil.rmtree(gtmp, ignore_errors=True)

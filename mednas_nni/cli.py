@@ -1,7 +1,8 @@
 """The ``mednas`` command line: search, resume, validate, list, register.
 
 Errors print one line (``mednas: <file>: <field>: expected X, got Y``) and exit 2 for config/usage
-problems, 1 for runtime problems; ``--debug`` shows the traceback instead.
+problems, 1 for runtime problems; ``--debug`` (before or after the subcommand) shows the traceback instead.
+Options may come before or after ``KEY=VALUE`` overrides.
 """
 from __future__ import annotations
 
@@ -13,6 +14,16 @@ from typing import Any
 
 from . import __version__
 from .errors import ConfigError, MedNASError
+
+#: the run directory of the command in progress (told by the run as soon as it exists), for the error hints
+_RUN_DIR: list[Any] = []
+
+
+def _announce(line: str) -> None:
+    """Show one line about the run in progress (stderr, beside the progress bars)."""
+    if line.startswith("run directory: "):
+        _RUN_DIR[:] = [line.removeprefix("run directory: ")]
+    print(f"mednas: {line}", file=sys.stderr, flush=True)
 
 _logger = logging.getLogger("mednas_nni")
 
@@ -49,9 +60,11 @@ def _headline(rd: Any) -> str:
         keys = [key] + [k for k in _LABELS if k != key and k in t]
         s = m.get("search", {})
         pruned = f", {s['pruned']} pruned before training" if s.get("pruned") else ""
+        sessions = f" over {s['sessions']} sessions" if (s.get("sessions") or 1) > 1 else ""
+        failed_fin = f" ({len(m['failed_finalists'])} failed)" if m.get("failed_finalists") else ""
         lines.append(f"search: {s.get('evaluated')} architectures evaluated ({s.get('failed')} failed{pruned}) in "
-                     f"{(s.get('seconds') or 0):.0f} s; {len(m['finalists'])} finalist(s) retrained for "
-                     f"{m['retrain']['epochs']} epoch(s)")
+                     f"{(s.get('seconds') or 0):.0f} s{sessions}; {len(m['finalists'])} finalist(s) retrained"
+                     f"{failed_fin} for {m['retrain']['epochs']} epoch(s)")
         lines.append(f"best ({m['dataset']}, finalist {m['best_finalist']}, {m['params']:,} params): "
                      f"val {_fmt_metrics(v, [key])} | test {_fmt_metrics(t, keys)} "
                      f"(trivial baseline {_fmt_metrics(b, [k for k in keys if k in b])})")
@@ -71,7 +84,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         cfg.run.progress = False
     print(f"mednas: {cfg.strategy.name} on {cfg.space.name} / {cfg.data.name} "
           f"({'embedded default config' if config is None else config})", file=sys.stderr)
-    rd = run_search(cfg)
+    rd = run_search(cfg, announce=_announce)
     print(_headline(rd))
     return 0
 
@@ -79,27 +92,35 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from .experiment import resume_search
 
-    rd = resume_search(args.run_dir)
+    rd = resume_search(args.run_dir, progress=False if args.no_progress else None, announce=_announce)
     print(_headline(rd))
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from .config import dump_config, load_config
+    from .io import check_out_dir
 
-    config, overrides = _split_config_and_overrides([args.config, *args.overrides])
+    config, overrides = _split_config_and_overrides(args.items)
     cfg = load_config(config, overrides)
+    try:
+        check_out_dir(cfg.run.out_dir)
+    except ConfigError as e:
+        raise ConfigError(f"{cfg.source}: {e}") from None
     if args.show:
         print(dump_config(cfg), end="")
     print(f"{config or 'default.yaml (embedded)'}: ok ({cfg.data.name} / {cfg.space.name} / {cfg.strategy.name}"
-          f"{' / ' + cfg.export.name if cfg.export else ''})")
+          f"{' / ' + cfg.export.name if cfg.export else ''}); runs go to {cfg.run.out_dir}")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from .registry import KINDS, list_plugins
 
-    infos = list_plugins(args.kind)
+    try:
+        infos = list_plugins(args.kind)
+    except ValueError as e:          # an unknown kind (the registry also takes 'strategy', 'space', ...)
+        raise ConfigError(f"--kind: {e}") from None
     if args.json:
         print(json.dumps([i.__dict__ for i in infos], indent=2))
         return 0
@@ -122,8 +143,15 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``mednas search: error: ...; see 'mednas search --help'``)."""
+
+    def error(self, message: str) -> Any:   # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mednas", description="Neural architecture search for medical images (NNI 3.0).")
+    p = _Parser(prog="mednas", description="Neural architecture search for medical images (NNI 3.0).")
     p.add_argument("--version", action="version", version=f"mednas-nni {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     sub = p.add_subparsers(dest="command", required=True)
@@ -137,16 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("resume", help="continue an interrupted run")
     r.add_argument("run_dir", metavar="RUN_DIR")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_resume)
 
-    v = sub.add_parser("validate", help="check a config without running it")
-    v.add_argument("config", metavar="CONFIG")
-    v.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    v = sub.add_parser("validate", help="check a config without running it (no CONFIG: the embedded default)",
+                       description="Check a config: plugins, parameters, data files and that run.out_dir can be "
+                                   "written. CONFIG defaults to the embedded default.yaml.")
+    v.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE ...]")
     v.add_argument("--show", action="store_true", help="print the resolved config")
     v.set_defaults(func=cmd_validate)
 
     ls = sub.add_parser("list", help="list installed plugins")
-    ls.add_argument("--kind", choices=["search_spaces", "strategies", "exporters", "datasets"])
+    ls.add_argument("--kind", metavar="KIND", help="datasets, tasks, search_spaces, strategies or exporters "
+                                                     "(singular names too: strategy, space, ...)")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
 
@@ -160,9 +191,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: subcommands whose positional list takes KEY=VALUE overrides wherever they stand among the options
+_TAKES_ITEMS = ("search", "validate")
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv``: ``--debug`` after the subcommand too, and options before or after the KEY=VALUE items."""
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for sp in subs.choices.values():
+        if not any("--debug" in a.option_strings for a in sp._actions):
+            sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                            help="show tracebacks and debug logging")
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        items = getattr(args, "items", None)
+        if args.command not in _TAKES_ITEMS or items is None or any(e.startswith("-") for e in extras):
+            subs.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
+        items.extend(extras)
+    return args
+
+
+def _resume_hint() -> str:
+    from pathlib import Path
+
+    if _RUN_DIR and Path(_RUN_DIR[0]).is_dir():
+        return f"; continue with 'mednas resume {_RUN_DIR[0]}'"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    _RUN_DIR.clear()
+    args = _parse(parser, argv)
     # The terminal shows warnings (debug with --debug); each run's search.log gets INFO as well.
     console = logging.StreamHandler()
     console.setLevel(logging.DEBUG if args.debug else logging.WARNING)
@@ -184,25 +244,33 @@ def main(argv: list[str] | None = None) -> int:
     except MedNASError as e:
         if args.debug:
             raise
-        print(f"mednas: {e}", file=sys.stderr)
+        hint = _resume_hint() if getattr(e, "resumable", False) else ""
+        print(f"mednas: {_one_line(str(e))}{hint}", file=sys.stderr)
         return e.exit_code
     except OSError as e:   # disk full, permissions, a vanished folder: one line, the work done so far is kept
         if args.debug:
             raise
-        print(f"mednas: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e} (runtime error; "
-              "'mednas resume RUN_DIR' continues a search; --debug shows the traceback)", file=sys.stderr)
-        return 1
-    except (FloatingPointError, RuntimeError, ValueError) as e:   # e.g. a NaN loss while retraining
-        if args.debug:
-            raise
-        first = (str(e).splitlines() or [""])[0][:300]
-        print(f"mednas: {type(e).__name__}: {first} ('mednas resume RUN_DIR' continues; --debug shows the "
-              "traceback)", file=sys.stderr)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"mednas: {where}{_one_line(str(e.strerror or e))} (runtime error{_resume_hint()}; --debug shows "
+              "the traceback)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("mednas: interrupted; continue with 'mednas resume RUN_DIR' (the run directory is printed above "
-              "and in runs/)", file=sys.stderr)
+        hint = _resume_hint()
+        print(f"mednas: interrupted{hint or '; nothing to resume (no result had been written yet)'}",
+              file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - the README promises one line for every runtime error
+        if args.debug:
+            raise
+        print(f"mednas: {type(e).__name__}: {_one_line(str(e))} (runtime error{_resume_hint()}; --debug shows "
+              "the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    """The first line of ``text``, at most ``limit`` characters (a message must never spill over lines)."""
+    first = (text.strip().splitlines() or [""])[0]
+    return first if len(first) <= limit else first[:limit - 3] + "..."
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -187,7 +187,12 @@ def _is_path_field(annotation: Any) -> bool:
     return any(_is_path_field(a) for a in typing.get_args(annotation))
 
 
-def _validate_plugin_params(cfg: ExperimentConfig, base_dir: Path) -> None:
+def _override_keys(overrides: list[str] | None) -> set[str]:
+    """Dotted keys set on the command line (their relative paths resolve against the working directory)."""
+    return {item.split("=", 1)[0].strip() for item in overrides or [] if "=" in item}
+
+
+def _validate_plugin_params(cfg: ExperimentConfig, base_dir: Path, cli_keys: frozenset[str] = frozenset()) -> None:
     from .registry import get_plugin
 
     if cfg.task is None:   # the data set says which task fits it
@@ -215,7 +220,8 @@ def _validate_plugin_params(cfg: ExperimentConfig, base_dir: Path) -> None:
         for fname, finfo in params_model.model_fields.items():
             if _is_path_field(finfo.annotation) and dumped.get(fname) is not None:
                 p = Path(dumped[fname]).expanduser()
-                dumped[fname] = str(p if p.is_absolute() else (base_dir / p).resolve())
+                base = Path.cwd() if f"{section}.params.{fname}" in cli_keys else base_dir
+                dumped[fname] = str(p if p.is_absolute() else (base / p).resolve())
         check = getattr(cls, "check_params", None)
         if check is not None:  # plugin-specific checks that need more than field bounds (e.g. a root exists)
             try:
@@ -256,11 +262,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         cfg = ExperimentConfig.model_validate({**raw, "source": source})
     except ValidationError as err:
         raise _validation_error(source, err, "", ExperimentConfig) from None
+    # Relative paths written in a YAML file resolve against its folder (NNI's rule, and the examples' ../runs);
+    # relative paths typed as KEY=VALUE, and those of the embedded default, against the working directory.
     base_dir = Path.cwd() if embedded else p.resolve().parent
+    cli_keys = frozenset(_override_keys(overrides))
     if not cfg.run.out_dir.is_absolute():
-        cfg.run.out_dir = (base_dir / cfg.run.out_dir).resolve()
+        out_base = Path.cwd() if "run.out_dir" in cli_keys else base_dir
+        cfg.run.out_dir = (out_base / cfg.run.out_dir.expanduser()).resolve()
     if validate_plugins:
-        _validate_plugin_params(cfg, base_dir)
+        _validate_plugin_params(cfg, base_dir, cli_keys)
     check_training_service(cfg, base_dir)
     return cfg
 

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 
 __all__ = [
     "MedNASError", "ConfigError", "PluginNotFoundError", "PluginLoadError", "DataError",
-    "RunDirError", "SearchError", "ExportError", "did_you_mean",
+    "RunDirError", "SearchError", "ExportError", "OutputError", "TrainingDivergedError",
+    "did_you_mean",
 ]
 
 
@@ -53,8 +54,22 @@ class SearchError(MedNASError):
     """The search could not go on (for example every architecture failed)."""
 
 
+class TrainingDivergedError(SearchError):
+    """A network's training diverged (a NaN/inf or exploding loss); recorded, and the run goes on without it."""
+
+
 class ExportError(MedNASError):
     """Exporting or checking a model failed."""
+
+
+class OutputError(MedNASError):
+    """A file or folder could not be written (disk full, read-only file system, permissions).
+
+    The work written before it is kept: the CLI adds how to continue (``mednas resume RUN_DIR``) when a run
+    directory exists.
+    """
+
+    resumable = True
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from .config import ExperimentConfig, dump_config, load_config
-from .errors import ConfigError, MedNASError, RunDirError, SearchError
-from .io import RunDir, atomic_torch_save, atomic_write_json, atomic_write_text, read_jsonl
+from .errors import ConfigError, MedNASError, RunDirError, SearchError, TrainingDivergedError
+from .io import (RunDir, SearchClock, atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text,
+                 check_out_dir, read_jsonl)
 from .registry import get_plugin
 
 __all__ = ["RunContext", "run_search", "resume_search", "build_dataset", "build_task", "build_space",
@@ -99,6 +100,16 @@ class RunContext:
     device: str
     progress: bool = True
     _proxy_cache: dict[int, Any] = field(default_factory=dict)
+    #: tells the user one line as the run goes (the CLI prints it to stderr); None: the log only
+    announce: Any = None
+    #: search time over every session of the run (set while the search phase runs)
+    search_clock: SearchClock | None = None
+
+    def say(self, line: str) -> None:
+        """Log ``line`` and show it to the user (``announce``)."""
+        _logger.info("%s", line)
+        if self.announce is not None:
+            self.announce(line)
 
     @classmethod
     def build(cls, cfg: ExperimentConfig, run_dir: RunDir) -> RunContext:
@@ -144,20 +155,42 @@ def _attach_log(rd: RunDir) -> logging.Handler:
     return h
 
 
-def run_search(cfg: ExperimentConfig, run_dir: RunDir | None = None) -> RunDir:
-    """Run a whole experiment (or continue one in ``run_dir``); returns the run directory."""
+def run_search(cfg: ExperimentConfig, run_dir: RunDir | None = None, announce: Any = None) -> RunDir:
+    """Run a whole experiment (or continue one in ``run_dir``); returns the run directory.
+
+    ``announce(line)`` is told the run directory as soon as it exists and, on resume, what was restored. A new run
+    that fails before its first result (a bad data file, say) leaves no run directory behind.
+    """
+    from .run_identity import check_identity, write_identity
+
     fresh = run_dir is None
-    rd = run_dir or RunDir.create(cfg.run.out_dir, cfg.run_name())
     if fresh:
-        atomic_write_text(rd / RunDir.CONFIG, dump_config(cfg))
-        rd.set_status(phase="search", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    handler = _attach_log(rd)
+        check_out_dir(cfg.run.out_dir)
+        rd = RunDir.create(cfg.run.out_dir, cfg.run_name())
+    else:
+        rd = run_dir
     try:
-        _logger.info("%s run directory %s", "starting" if fresh else "resuming", rd.path)
-        return _run_phases(cfg, rd)
-    finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+        if fresh:
+            atomic_write_text(rd / RunDir.CONFIG, dump_config(cfg))
+            write_identity(rd, cfg)
+            rd.set_status(phase="search", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        else:
+            check_identity(rd, cfg)
+        if announce is not None:
+            announce(f"run directory: {rd.path}")
+        handler = _attach_log(rd)
+        try:
+            _logger.info("%s run directory %s", "starting" if fresh else "resuming", rd.path)
+            return _run_phases(cfg, rd, announce)
+        finally:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+    except BaseException:
+        if fresh and rd.path.is_dir() and not rd.has_results():
+            import shutil
+
+            shutil.rmtree(rd.path, ignore_errors=True)      # nothing to resume: leave no empty run behind
+        raise
 
 
 def _search(ctx: RunContext) -> list[dict[str, Any]]:
@@ -180,16 +213,18 @@ def _search(ctx: RunContext) -> list[dict[str, Any]]:
                       f"one-shot strategy (got {type(strategy).__name__})")
 
 
-def _run_phases(cfg: ExperimentConfig, rd: RunDir) -> RunDir:
+def _run_phases(cfg: ExperimentConfig, rd: RunDir, announce: Any = None) -> RunDir:
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     ctx = RunContext.build(cfg, rd)
+    ctx.announce = announce
     status = rd.status()
     if status.get("phase", "search") == "search":
-        t0 = time.perf_counter()
+        ctx.search_clock = SearchClock(rd)
         try:
             finalists = _search(ctx)
         finally:
-            rd.set_status(search_seconds=status.get("search_seconds", 0.0) + time.perf_counter() - t0)
+            ctx.search_clock.flush()
+            ctx.search_clock = None
         if not finalists:
             recs = read_jsonl(rd / RunDir.ARCHS)
             reason = next((r.get("error") for r in recs if r.get("status") == "failed"), "no architecture scored")
@@ -197,14 +232,27 @@ def _run_phases(cfg: ExperimentConfig, rd: RunDir) -> RunDir:
                               f"first reason: {reason}")
         atomic_write_json(rd / "finalists.json", finalists)
         rd.set_status(phase="retrain", n_finalists=len(finalists))
+    elif status.get("phase") == "retrain":
+        ctx.say(_retrain_progress(rd, status))
     finalists = _read_json(rd / "finalists.json")
     if rd.status().get("phase") == "retrain":
         for i, fin in enumerate(finalists):
-            if (rd / "finalists" / str(i) / "result.json").exists():
-                _logger.info("finalist %d already retrained; skipping", i)
+            fdir = rd / "finalists" / str(i)
+            if (fdir / "result.json").exists() or (fdir / FAILED).exists():
+                _logger.info("finalist %d already %s; skipping", i,
+                             "retrained" if (fdir / "result.json").exists() else "failed")
                 continue
-            retrain_finalist(ctx, i, fin, n_finalists=len(finalists))
-        choose_best(ctx, finalists)
+            try:
+                retrain_finalist(ctx, i, fin, n_finalists=len(finalists))
+            except TrainingDivergedError:
+                continue                      # recorded in finalists/<i>/failed.json and search.log
+        done = [(rd / "finalists" / str(i) / "result.json").exists() for i in range(len(finalists))]
+        if not any(done):
+            reasons = "; ".join(f"finalist {i}: {_read_json(rd / 'finalists' / str(i) / FAILED).get('error')}"
+                                for i in range(len(finalists)) if (rd / "finalists" / str(i) / FAILED).exists())
+            raise SearchError(f"{rd.path}: every finalist failed to retrain ({reasons[:400]}); fix the evaluator "
+                              "section (e.g. a lower evaluator.lr) and start a new search")
+        choose_best(ctx, finalists, available=done)
         rd.set_status(phase="export" if cfg.export else "done")
     if cfg.export and rd.status().get("phase") == "export":
         exporter = get_plugin("exporters", cfg.export.name)(**dict(cfg.export.params))
@@ -212,6 +260,18 @@ def _run_phases(cfg: ExperimentConfig, rd: RunDir) -> RunDir:
         atomic_write_json(rd / "export_report.json", report)
         rd.set_status(phase="done")
     return rd
+
+
+#: ``finalists/<i>/failed.json``: the finalist's retraining failed (``{"error": reason}``); it is not retried
+FAILED = "failed.json"
+
+
+def _retrain_progress(rd: RunDir, status: dict[str, Any]) -> str:
+    n = int(status.get("n_finalists") or 0)
+    done = sum((rd / "finalists" / str(i) / "result.json").exists() for i in range(n))
+    secs = status.get("search_seconds")
+    took = f" in {secs:.0f} s" if isinstance(secs, (int, float)) else ""
+    return f"resuming: search finished{took}; {done} of {n} finalist(s) retrained"
 
 
 def _read_json(path: Path) -> Any:
@@ -225,13 +285,31 @@ def _read_json(path: Path) -> Any:
 
 def retrain_finalist(ctx: RunContext, i: int, fin: dict[str, Any], n_finalists: int = 1,
                      on_epoch: Any = None) -> dict[str, Any]:
-    """Retrain finalist ``i`` through the task; write ``finalists/<i>/model.pt`` and ``result.json``."""
+    """Retrain finalist ``i`` through the task; write ``finalists/<i>/model.pt`` and ``result.json``.
+
+    Raises:
+        TrainingDivergedError: the loss became NaN/inf or exploded (:mod:`~mednas_nni.engines.divergence`);
+            ``finalists/<i>/failed.json`` records why, and a resumed run does not retrain it again.
+    """
+    from .engines.divergence import divergence_reason
+
     fdir = ctx.run_dir / "finalists" / str(i)
     seed_everything(ctx.cfg.run.seed + i, ctx.cfg.run.deterministic)
     model = ctx.build_space().freeze(fin["sample"])
     t0 = time.perf_counter()
-    out = ctx.task.fit(model, ctx.dataset, ctx.cfg.evaluator, device=ctx.device, seed=ctx.cfg.run.seed + i,
-                       on_epoch=on_epoch, progress=ctx.progress, desc=f"retrain finalist {i + 1}/{n_finalists}")
+    hint = "lower evaluator.lr"
+    try:
+        out = ctx.task.fit(model, ctx.dataset, ctx.cfg.evaluator, device=ctx.device, seed=ctx.cfg.run.seed + i,
+                           on_epoch=on_epoch, progress=ctx.progress, desc=f"retrain finalist {i + 1}/{n_finalists}")
+        reason = divergence_reason(out["history"], hint)
+    except FloatingPointError as e:      # a NaN/inf loss: recorded, the other finalists go on
+        out, reason = None, f"diverged: {e}"
+    if reason is not None:
+        _logger.warning("finalist %d failed to retrain (recorded in %s; the other finalists go on): %s", i,
+                        fdir / FAILED, reason)
+        atomic_write_json(fdir / FAILED, {"hash": fin["hash"], "error": reason,
+                                          "seconds": time.perf_counter() - t0})
+        raise TrainingDivergedError(f"finalist {i}: {reason}")
     atomic_torch_save(out["best_state"], fdir / "model.pt")
     result = {"hash": fin["hash"], "sample": fin["sample"], "chosen_as": fin.get("chosen_as"),
               "best_epoch": out["best_epoch"], "val": out["val"], "history": out["history"],
@@ -244,9 +322,6 @@ def retrain_finalist(ctx: RunContext, i: int, fin: dict[str, Any], n_finalists: 
 
 def choose_best(ctx: RunContext, finalists: list[dict[str, Any]], available: list[bool] | None = None) -> None:
     """Pick the finalist with the best validation score, test it once, write best_arch/best.pt/metrics.json."""
-    import shutil
-
-    import torch
     from torch.utils.data import DataLoader
 
     key, info, rd = ctx.select_key, ctx.dataset.info, ctx.run_dir
@@ -255,11 +330,10 @@ def choose_best(ctx: RunContext, finalists: list[dict[str, Any]], available: lis
     best_i = max(idx, key=lambda i: (results[i]["val"][key], -i))
     best = results[best_i]
     model = ctx.build_space().freeze(best["sample"])
-    model.load_state_dict(torch.load(rd / "finalists" / str(best_i) / "model.pt", weights_only=True))
+    model.load_state_dict(load_weights(rd / "finalists" / str(best_i) / "model.pt"))
     model = model.to(ctx.device)
     test = ctx.task.evaluate(model, DataLoader(ctx.dataset.dataset("test"), batch_size=256), ctx.device)
-    shutil.copyfile(rd / "finalists" / str(best_i) / "model.pt", rd / ".best.pt.tmp")
-    (rd / ".best.pt.tmp").replace(rd / RunDir.BEST_WEIGHTS)
+    atomic_write_bytes(rd / RunDir.BEST_WEIGHTS, (rd / "finalists" / str(best_i) / "model.pt").read_bytes())
     atomic_write_json(rd / RunDir.BEST_ARCH, best["sample"])
     archs = read_jsonl(rd / RunDir.ARCHS)
     status = rd.status()
@@ -270,10 +344,12 @@ def choose_best(ctx: RunContext, finalists: list[dict[str, Any]], available: lis
         "params": best["params"],
         "finalists": [{"index": i, "chosen_as": r.get("chosen_as"), "hash": r["hash"], "val": r["val"],
                        "best_epoch": r["best_epoch"], "params": r["params"]} for i, r in results.items()],
+        "failed_finalists": [{"index": i, "error": _read_json(rd / "finalists" / str(i) / FAILED).get("error")}
+                             for i in range(len(finalists)) if (rd / "finalists" / str(i) / FAILED).exists()],
         "search": {"evaluated": sum(r.get("status") in ("ok", "failed") for r in archs),
                    "failed": sum(r.get("status") == "failed" for r in archs),
                    "pruned": sum(r.get("status") == "invalid" for r in archs),
-                   "seconds": status.get("search_seconds")},
+                   "seconds": status.get("search_seconds"), "sessions": status.get("search_sessions", 1)},
         "retrain": {"epochs": ctx.cfg.evaluator.epochs, "seconds": sum(r["seconds"] for r in results.values())},
         "device": ctx.device, "seed": ctx.cfg.run.seed,
     }
@@ -283,17 +359,40 @@ def choose_best(ctx: RunContext, finalists: list[dict[str, Any]], available: lis
         _logger.info("wrote %s", f)
 
 
-def resume_search(path: str | Path) -> RunDir:
-    """Continue an interrupted run from its ``config.resolved.yaml`` and saved progress."""
+def resume_search(path: str | Path, progress: bool | None = None, announce: Any = None) -> RunDir:
+    """Continue an interrupted run from its ``config.resolved.yaml`` and saved progress.
+
+    Temporary files a killed write left are removed first. The run must be continued by the mednas-nni version
+    that started it, with the config it started with (:mod:`~mednas_nni.run_identity`); ``progress`` (None: as
+    the config says) only changes the progress bars.
+    """
     rd = RunDir.open(path)
     if rd.status().get("phase") == "done":
         _logger.info("%s is already complete; nothing to resume", rd.path)
         return rd
+    rd.remove_stale_temps()
     try:
         cfg = load_config(rd / RunDir.CONFIG)
     except MedNASError as e:
         raise RunDirError(f"{rd / RunDir.CONFIG}: cannot resume: {e}") from None
-    return run_search(cfg, rd)
+    if progress is not None:
+        cfg.run.progress = progress
+    return run_search(cfg, rd, announce=announce)
+
+
+def load_weights(path: Path) -> dict[str, Any]:
+    """A ``state_dict`` from ``path``, read as tensors only (``weights_only=True``: never runs code from a file)."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: expected this weights file in the run directory, got none") from None
+    except Exception as e:  # noqa: BLE001 - pickled objects, a damaged or foreign file: refused, never run
+        first = (str(e).splitlines() or [""])[0][:160]
+        raise RunDirError(f"{path}: expected a state_dict of tensors, got a file torch will not load as weights "
+                          f"only ({type(e).__name__}: {first}); it was not written by mednas-nni: delete "
+                          f"{path.parent} and resume to retrain it") from None
 
 
 def load_trained(path: str | Path, ctx: RunContext | None = None) -> Any:
@@ -313,7 +412,12 @@ def load_trained(path: str | Path, ctx: RunContext | None = None) -> Any:
         ctx = RunContext.build(cfg, rd)
     space = ctx.build_space()
     sample = _read_json(rd / RunDir.BEST_ARCH)
-    model = space.freeze(sample)
+    try:
+        model = space.freeze(sample)
+    except Exception as e:  # noqa: BLE001 - e.g. NNI's SampleMissingError: an architecture of another space
+        raise RunDirError(f"{rd / RunDir.BEST_ARCH}: expected an architecture of search space "
+                          f"'{ctx.cfg.space.name}' (config.resolved.yaml), got one it cannot build "
+                          f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]})") from None
     try:
         model.load_state_dict(torch.load(rd / RunDir.BEST_WEIGHTS, map_location="cpu", weights_only=True))
     except Exception as e:  # noqa: BLE001 - a damaged or foreign weights file

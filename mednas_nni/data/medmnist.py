@@ -64,6 +64,7 @@ class MedMNISTParams(PluginParams):
     root: Path | None = None
     download: bool = False
     as_rgb: bool = False
+    verify: bool = True      # the official MD5 and split sizes (medmnist.INFO); false: a user's own re-export
 
     @field_validator("flag")
     @classmethod
@@ -81,10 +82,11 @@ class MedMNISTDataset(DatasetPlugin):
     Params = MedMNISTParams
 
     def __init__(self, *, flag: str = "breastmnist", size: int = 28, root: str | Path | None = None,
-                 download: bool = False, as_rgb: bool = False):
+                 download: bool = False, as_rgb: bool = False, verify: bool = True):
         from medmnist import INFO
 
         self.flag, self.size, self.download, self.as_rgb = flag, int(size), download, as_rgb
+        self.verify = verify
         self._meta = INFO[flag]
         if root is None:
             if (flag, self.size) not in BUNDLED:
@@ -111,6 +113,10 @@ class MedMNISTDataset(DatasetPlugin):
         if not params.download and not f.is_file():
             raise ConfigError(f"root: expected {f.name} in {params.root}, got no such file "
                               "(set download: true to fetch it)")
+        if f.is_file():   # open what the run will read: a renamed, truncated or foreign file fails now
+            from ._medmnist_verify import verify_npz
+
+            verify_npz(f, params.flag, params.size, params.verify)
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -145,6 +151,10 @@ class MedMNISTDataset(DatasetPlugin):
         if not path.is_file() and not self.download:
             raise DataError(f"dataset 'medmnist': {path}: file not found; expected {path.name} in the root "
                             "(or set data.params.download: true)")
+        if path.is_file():   # (a download is checked by medmnist itself)
+            from ._medmnist_verify import verify_npz
+
+            verify_npz(path, self.flag, self.size, self.verify)
         cls = getattr(medmnist, self._meta["python_class"])
         for split in SPLITS:
             try:

@@ -21,7 +21,8 @@ from typing import Any
 
 from ..contracts.strategy import MultiTrialStrategy, TrialResult
 from ..errors import RunDirError
-from ..io import RunDir, atomic_write_json
+from ..io import RunDir, SearchClock, atomic_write_json
+from .divergence import divergence_reason
 from .records import RecordStore, arch_hash
 
 __all__ = ["SearchLoop", "Batch", "STATE_FILE", "finite_metrics"]
@@ -71,18 +72,24 @@ class SearchLoop:
             raise RunDirError(f"{self.rd / 'strategy_state.pt'}: expected a run directory of mednas-nni 0.2 "
                               f"({STATE_FILE}), got one written by mednas-nni 0.1 (before Core v2); finish it with "
                               "mednas-nni 0.1 or start a new search")
+        from ..run_identity import check_identity
+
+        check_identity(self.rd, ctx.cfg)          # same version, same config as the saved state (or refused)
         self.store = RecordStore(self.rd)
         self.batch_index = 0
         self.cache_hits = 0
         self.finished = False
         self.current: Batch | None = None
+        self.clock: SearchClock = getattr(ctx, "search_clock", None) or SearchClock(self.rd)
         strategy.setup(space, ctx, self._reject)
         state = self._read_state()
         if state is not None:
-            strategy.load_state_dict(state["strategy"])
+            self._load_strategy_state(state)
             self.batch_index = int(state.get("batch", 0))
             self.cache_hits = int(state.get("cache_hits", 0))
             self.finished = bool(state.get("finished", False))
+            say = getattr(ctx, "say", None)
+            (say or _logger.info)(self.restored_summary())
         self.spec = strategy.trial(ctx)
 
     # ------------------------------------------------------------------ state
@@ -94,11 +101,41 @@ class SearchLoop:
             state = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise RunDirError(f"{path}: expected the JSON strategy state, got a damaged file ({e})") from None
+        from .. import __version__
+
+        if not isinstance(state, dict):
+            raise RunDirError(f"{path}: expected the JSON strategy state (an object), got {type(state).__name__}")
+        if state.get("mednas_nni", __version__) != __version__:
+            raise RunDirError(f"{path}: written by mednas-nni {state.get('mednas_nni')}, this is {__version__}; "
+                              f"resume it with mednas-nni {state.get('mednas_nni')} or start a new search")
         if state.get("version") != _STATE_VERSION or state.get("strategy_name") != self.strategy.name:
             raise RunDirError(f"{path}: expected a version-{_STATE_VERSION} state of strategy "
                               f"'{self.strategy.name}', got version {state.get('version')!r} of "
                               f"{state.get('strategy_name')!r}")
         return state
+
+    def _load_strategy_state(self, state: dict[str, Any]) -> None:
+        """Hand the saved state to the strategy; anything it cannot take is refused with one line (the file is
+        JSON data only: nothing in a run directory is ever unpickled or run)."""
+        try:
+            self.strategy.load_state_dict(state["strategy"])
+        except Exception as e:  # noqa: BLE001 - a damaged, edited or foreign state file
+            first = (str(e).splitlines() or [""])[0][:160]
+            raise RunDirError(f"{self.rd / STATE_FILE}: expected the state of strategy '{self.strategy.name}' as "
+                              f"this version writes it, got one it cannot restore ({type(e).__name__}: {first}); "
+                              "start a new search") from None
+
+    def restored_summary(self) -> str:
+        """``resuming: 114 architectures already scored, generation 6 of 8 (search time so far 812 s)``."""
+        post = self.strategy.progress_postfix() or {}
+        total = getattr(getattr(self.strategy, "params", None), "generations", None)
+        gen = post.get("gen", getattr(self.strategy, "generation", None))
+        where = f"generation {gen} of {total}" if gen is not None and total else f"batch {self.batch_index}"
+        pruned = self.store.count("invalid")
+        return (f"resuming: {self.evaluations()} architectures already scored"
+                f"{f' ({pruned} pruned)' if pruned else ''}, {where}"
+                f"{' (search finished)' if self.finished else ''}; search time so far {self.clock.before:.0f} s "
+                f"over {self.clock.session - 1} session(s)")
 
     def checkpoint(self) -> None:
         from .. import __version__
@@ -107,6 +144,7 @@ class SearchLoop:
             "version": _STATE_VERSION, "mednas_nni": __version__, "strategy_name": self.strategy.name,
             "batch": self.batch_index, "cache_hits": self.cache_hits, "finished": self.finished,
             "strategy": self.strategy.state_dict()})
+        self.clock.flush()
 
     # ------------------------------------------------------------------ records
     def record(self, sample: dict[str, Any], h: str, status: str, **fields: Any) -> dict[str, Any]:
@@ -175,7 +213,13 @@ class SearchLoop:
         extra = {"seconds": seconds} if seconds is not None else {}
         if source:
             extra["source"] = source
-        if error is None and isinstance(metrics, dict) and "error" not in metrics:
+        diverged = divergence_reason(metrics.get("history"), "lower strategy.params.lr") if isinstance(metrics, dict) and error is None else None
+        if diverged is not None:
+            # an exploded training still scores (a constant guess, AUC ~0.5): it must not compete as a network
+            rec = self.record(sample, h, "failed", error=diverged, diverged=True, metrics=finite_metrics(metrics),
+                              **extra)
+            _logger.info("architecture %s diverged (recorded as failed, the search goes on): %s", h, diverged)
+        elif error is None and isinstance(metrics, dict) and "error" not in metrics:
             rec = self.record(sample, h, "ok", metrics=finite_metrics(metrics), **extra)
         else:
             reason = error or str((metrics or {}).get("error") or "the trial reported no result")
