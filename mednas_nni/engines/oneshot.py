@@ -1,9 +1,10 @@
 """Helpers shared by one-shot (supernet) strategies: NNI's Lightning evaluator, per-epoch records, finalists.
 
-A one-shot strategy (DARTS, Liu et al., ICLR 2019, and the methods built on it) follows NNI's one-shot recipe by hand,
-without a ``NasExperiment`` (``strategy.mutate_model(space)``, ``strategy.mutate_evaluator(evaluator)``,
-:func:`fit_oneshot`, ``module.export()``; :func:`supernet_modules` tells whether the space could be relaxed at all),
-and does four things around NNI's machinery, which this module holds once each:
+The engine that trains a supernet (penalty, alternation, warm-up, drop-path, per-epoch checkpoint and resume) is
+:mod:`mednas_nni.engines.oneshot_engine`; its API for strategies is in that module's docstring. This module holds the
+pieces it (and anything else) reuses. A one-shot search follows NNI's one-shot recipe by hand, without a
+``NasExperiment`` (``strategy.mutate_model(space)``, ``strategy.mutate_evaluator(evaluator)``, :func:`fit_oneshot`,
+``module.export()``; :func:`supernet_modules` tells whether the space could be relaxed at all):
 
 * :func:`build_evaluator`: NNI's ``Lightning`` evaluator around the task's
   :class:`~mednas_nni.tasks.lightning.TaskLightningModule`, with NNI's traced ``DataLoader`` (seeded shuffling) and a
@@ -11,7 +12,9 @@ and does four things around NNI's machinery, which this module holds once each:
 * :class:`OneShotRecorder`: a Lightning callback that records, after every epoch, the losses, the supernet's
   validation metrics (optional) and the architecture probabilities (``export_probs()``, the softmax of α for DARTS)
   into ``oneshot_metrics.csv``; under an nnictl trial it also reports them with ``nni.report_intermediate_result``.
-* :func:`plot_alpha`: ``alpha.png``, the probability of every candidate of every label over the epochs.
+  Its rows are its Lightning state, so a resumed search continues the same CSV.
+* :func:`plot_alpha`: ``alpha.png``, the probability of every candidate of every label (or label group) over the
+  epochs.
 * :func:`finalists_from_export`: the finalist record of an exported (argmax) sample, canonical and checked.
 """
 from __future__ import annotations
@@ -137,15 +140,26 @@ class OneShotRecorder(pl.Callback):
             ``-train_loss`` is reported instead.
         on_epoch: optional ``on_epoch(row)`` called after every row (progress, logging).
         report_to_nni: report every row with ``nni.report_intermediate_result``; None: only in an NNI trial.
+        extra: optional ``extra(pl_module) -> {column: value}`` added to every row (e.g. ``E_params``/``E_flops``).
+
+    The rows are the callback's Lightning state (``state_dict``: a list of dicts of numbers), so a search resumed
+    from a checkpoint continues the same CSV.
     """
 
     def __init__(self, csv_path: Path, *, evaluate: Callable[[Any], dict[str, float]] | None = None,
                  default_key: str | None = None, on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                 report_to_nni: bool | None = None):
+                 report_to_nni: bool | None = None, extra: Callable[[Any], dict[str, float]] | None = None):
         super().__init__()
         self.csv_path, self.evaluate, self.default_key, self.on_epoch = Path(csv_path), evaluate, default_key, on_epoch
         self.report_to_nni = in_nni_trial() if report_to_nni is None else report_to_nni
+        self.extra = extra
         self.rows: list[dict[str, Any]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": [{str(k): v for k, v in r.items()} for r in self.rows]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = [dict(r) for r in state_dict.get("rows", [])]
 
     @staticmethod
     def probs(pl_module: Any) -> dict[str, dict[Any, float]]:
@@ -156,6 +170,8 @@ class OneShotRecorder(pl.Callback):
     def _record(self, trainer: pl.Trainer, pl_module: Any, epoch: int, metrics: dict[str, Any]) -> None:
         row: dict[str, Any] = {"epoch": epoch}
         row.update({k: f for k, v in metrics.items() if (f := _scalar(v)) is not None})
+        if self.extra is not None:
+            row.update({k: f for k, v in self.extra(pl_module).items() if (f := _scalar(v)) is not None})
         for label, dist in self.probs(pl_module).items():
             row.update({prob_column(label, v): p for v, p in dist.items()})
         self.rows.append(row)
@@ -165,7 +181,7 @@ class OneShotRecorder(pl.Callback):
 
             default = row.get(self.default_key) if self.default_key else None
             if default is None:
-                default = -row.get("train_loss", float("nan"))
+                default = -row.get("train_loss", row.get("arch_loss", float("nan")))
             nni.report_intermediate_result({"default": default, **{k: v for k, v in row.items() if k != "epoch"}})
         if self.on_epoch is not None:
             self.on_epoch(row)
@@ -176,7 +192,9 @@ class OneShotRecorder(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         keep = ("train_loss", "arch_loss")
-        metrics = {k: v for k, v in trainer.callback_metrics.items() if k in keep or k.startswith("penalty/")}
+        fresh = getattr(pl_module, "logged_this_epoch", None)     # the engine's module: only this epoch's logs
+        metrics = {k: v for k, v in trainer.callback_metrics.items()
+                   if (k in keep or k.startswith("penalty/")) and (fresh is None or k in fresh)}
         if self.evaluate is not None:
             was_training = pl_module.training
             try:
@@ -198,36 +216,52 @@ class OneShotRecorder(pl.Callback):
         atomic_write_text(self.csv_path, buf.getvalue())
 
 
-def plot_alpha(rows: list[dict[str, Any]], path: Path, title: str = "architecture probabilities") -> Path | None:
-    """``alpha.png``: one panel per label, the probability of each candidate over the epochs (from recorder rows)."""
+def plot_alpha(rows: list[dict[str, Any]], path: Path, title: str = "architecture probabilities",
+               groups: Callable[[str], str] | None = None) -> Path | None:
+    """``alpha.png``: the probability of each candidate over the epochs (from recorder rows).
+
+    One panel per label; with ``groups`` (``label -> group name``) one panel per group instead, showing for every
+    candidate value the mean of its probability over the group's labels (a shaded band: min..max over them), which
+    keeps cell spaces with dozens of edges readable.
+    """
     cols = [c for c in (rows[0] if rows else {}) if c.startswith("p/")]
     if not cols:
         _logger.warning("no architecture probabilities recorded; %s not written", path)
         return None
     # A Figure without pyplot: no global backend switch, no GUI (renders with Agg).
+    import numpy as np
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    labels: dict[str, list[str]] = {}
+    panels: dict[str, dict[str, list[str]]] = {}          # panel -> value -> columns
+    n_labels: dict[str, set[str]] = {}
     for c in cols:
-        label, _, _value = c[2:].rpartition("/")
-        labels.setdefault(label, []).append(c)
-    n = len(labels)
+        label, _, value = c[2:].rpartition("/")
+        panel = groups(label) if groups is not None else label
+        panels.setdefault(panel, {}).setdefault(value, []).append(c)
+        n_labels.setdefault(panel, set()).add(label)
+    n = len(panels)
     ncol = min(n, 3)
     nrow = math.ceil(n / ncol)
-    fig = Figure(figsize=(max(4.6 * ncol, 6.4), 3.4 * nrow + 0.4), layout="constrained")
+    fig = Figure(figsize=(max(4.6 * ncol, 6.4), 3.4 * nrow + 0.6), layout="constrained")
     axes = fig.subplots(nrow, ncol, squeeze=False)
     epochs = [r["epoch"] for r in rows]
-    for ax, (label, lcols) in zip(axes.flat, labels.items()):
-        for c in lcols:
-            ax.plot(epochs, [r.get(c, float("nan")) for r in rows], marker="o", ms=3, label=c.rpartition("/")[2])
-        ax.axhline(1 / len(lcols), color="0.6", lw=0.8, ls=":", label="uniform")
-        ax.set_title(label, fontsize=10)
+    colors = {}
+    for ax, (panel, by_value) in zip(axes.flat, panels.items()):
+        for value, vcols in by_value.items():
+            data = np.array([[r.get(c, float("nan")) for c in vcols] for r in rows], dtype=float)
+            color = colors.setdefault(value, f"C{len(colors) % 10}")
+            ax.plot(epochs, data.mean(axis=1), marker="o", ms=3, label=value, color=color)
+            if data.shape[1] > 1:
+                ax.fill_between(epochs, data.min(axis=1), data.max(axis=1), color=color, alpha=0.12, lw=0)
+        ax.axhline(1 / len(by_value), color="0.6", lw=0.8, ls=":", label="uniform")
+        k = len(n_labels[panel])
+        ax.set_title(panel if k == 1 else f"{panel} (mean of {k} edges; band: min-max)", fontsize=10)
         ax.set_xlabel("epoch (0: initial α)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("p")
         ax.set_ylim(0, 1)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper left", ncol=2 if len(by_value) > 4 else 1)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle(title, fontsize=11)
