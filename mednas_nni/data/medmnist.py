@@ -26,6 +26,8 @@ __all__ = ["MedMNISTDataset", "MedMNISTParams", "bundled_root", "medmnist_2d_fla
 _logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 BUNDLED = {("breastmnist", 28)}
+# Binary sets: the class that counts as positive (the finding), by medmnist.INFO's label names.
+POSITIVE_CLASS = {"breastmnist": 0, "pneumoniamnist": 1}    # 0 = malignant; 1 = pneumonia
 # What each 2-D MedMNIST set's images are (from the MedMNIST v2 paper's table and medmnist.INFO descriptions):
 # modality in words, the DICOM Modality codes of such images, and whether the images are slices of volumes.
 MODALITIES: dict[str, tuple[str, list[str], bool]] = {
@@ -135,6 +137,7 @@ class MedMNISTDataset(DatasetPlugin):
             split_sizes=dict(self._meta["n_samples"]),
             mean=[0.5] * channels, std=[0.5] * channels,
             extra={"flag": self.flag, "size": self.size, "root": str(self.root)},
+            positive_class=POSITIVE_CLASS.get(self.flag),
             modality=modality, dicom_modalities=list(dicom), from_volumes=from_volumes,
         )
 
