@@ -22,7 +22,7 @@ _RUN_DIR: list[Any] = []
 def _announce(line: str) -> None:
     """Show one line about the run in progress (stderr, beside the progress bars)."""
     if line.startswith("run directory: "):
-        _RUN_DIR[:] = [line.removeprefix("run directory: ")]
+        _RUN_DIR[:] = [line.removeprefix("run directory: ").split(" (")[0]]
     print(f"mednas: {line}", file=sys.stderr, flush=True)
 
 _logger = logging.getLogger("mednas_nni")
@@ -82,8 +82,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     cfg = load_config(config, overrides)
     if args.no_progress:
         cfg.run.progress = False
-    print(f"mednas: {cfg.strategy.name} on {cfg.space.name} / {cfg.data.name} "
-          f"({'embedded default config' if config is None else config})", file=sys.stderr)
     rd = run_search(cfg, announce=_announce)
     print(_headline(rd))
     return 0
@@ -92,6 +90,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from .experiment import resume_search
 
+    _RUN_DIR[:] = [args.run_dir]
     rd = resume_search(args.run_dir, progress=False if args.no_progress else None, announce=_announce)
     print(_headline(rd))
     return 0
@@ -188,7 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_deploy import add_parsers
 
     add_parsers(sub)
-    __import__("mednas_nni.report.cli", fromlist=["add_parsers"]).add_parsers(sub)   # runs, report
     return p
 
 

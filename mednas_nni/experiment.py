@@ -31,7 +31,7 @@ from .io import (RunDir, SearchClock, atomic_torch_save, atomic_write_bytes, ato
                  check_out_dir, read_jsonl)
 from .registry import get_plugin
 
-__all__ = ["RunContext", "run_search", "resume_search", "build_dataset", "build_task", "build_space",
+__all__ = ["RunContext", "run_search", "resume_search", "start_run_dir", "load_weights", "build_dataset", "build_task", "build_space",
            "build_strategy", "load_trained", "load_trained_model", "resolve_device", "seed_everything",
            "retrain_finalist", "choose_best"]
 
@@ -161,23 +161,16 @@ def run_search(cfg: ExperimentConfig, run_dir: RunDir | None = None, announce: A
     ``announce(line)`` is told the run directory as soon as it exists and, on resume, what was restored. A new run
     that fails before its first result (a bad data file, say) leaves no run directory behind.
     """
-    from .run_identity import check_identity, write_identity
+    from .run_identity import check_identity
 
     fresh = run_dir is None
-    if fresh:
-        check_out_dir(cfg.run.out_dir)
-        rd = RunDir.create(cfg.run.out_dir, cfg.run_name())
-    else:
-        rd = run_dir
+    rd = start_run_dir(cfg) if fresh else run_dir
     try:
-        if fresh:
-            atomic_write_text(rd / RunDir.CONFIG, dump_config(cfg))
-            write_identity(rd, cfg)
-            rd.set_status(phase="search", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        else:
+        if not fresh:
             check_identity(rd, cfg)
-        if announce is not None:
-            announce(f"run directory: {rd.path}")
+        if announce is not None and fresh:
+            announce(f"run directory: {rd.path} ({cfg.strategy.name} on {cfg.space.name} / {cfg.data.name}, "
+                     f"{cfg.source})")
         handler = _attach_log(rd)
         try:
             _logger.info("%s run directory %s", "starting" if fresh else "resuming", rd.path)
@@ -191,6 +184,25 @@ def run_search(cfg: ExperimentConfig, run_dir: RunDir | None = None, announce: A
 
             shutil.rmtree(rd.path, ignore_errors=True)      # nothing to resume: leave no empty run behind
         raise
+
+
+def start_run_dir(cfg: ExperimentConfig) -> RunDir:
+    """A new run directory for ``cfg``: ``config.resolved.yaml``, ``run.json`` (version and config) and the
+    ``search`` phase. A folder that cannot be made fails here, before any work (one line)."""
+    from .run_identity import write_identity
+
+    check_out_dir(cfg.run.out_dir)
+    rd = RunDir.create(cfg.run.out_dir, cfg.run_name())
+    try:
+        atomic_write_text(rd / RunDir.CONFIG, dump_config(cfg))
+        write_identity(rd, cfg)
+        rd.set_status(phase="search", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(rd.path, ignore_errors=True)
+        raise
+    return rd
 
 
 def _search(ctx: RunContext) -> list[dict[str, Any]]:
@@ -259,9 +271,6 @@ def _run_phases(cfg: ExperimentConfig, rd: RunDir, announce: Any = None) -> RunD
         report = exporter.export(load_trained(rd.path, ctx=ctx), rd / "export")
         atomic_write_json(rd / "export_report.json", report)
         rd.set_status(phase="done")
-    if rd.status().get("phase") == "done":
-        from .report import write_run_report     # report.md, report.html, environment.json
-        write_run_report(rd.path, seed=cfg.run.seed, device=ctx.device)
     return rd
 
 
@@ -356,8 +365,6 @@ def choose_best(ctx: RunContext, finalists: list[dict[str, Any]], available: lis
         "retrain": {"epochs": ctx.cfg.evaluator.epochs, "seconds": sum(r["seconds"] for r in results.values())},
         "device": ctx.device, "seed": ctx.cfg.run.seed,
     }
-    from .report import add_detailed_metrics    # CIs, confusion matrix, operating threshold, calibration
-    add_detailed_metrics(metrics, ctx.task, model, ctx.dataset, ctx.device, ctx.cfg.run.seed)
     atomic_write_json(rd / RunDir.METRICS, metrics)
     figures = ctx.task.write_figures(model, ctx.dataset, rd, ctx.device)
     for f in figures:
@@ -372,10 +379,10 @@ def resume_search(path: str | Path, progress: bool | None = None, announce: Any 
     the config says) only changes the progress bars.
     """
     rd = RunDir.open(path)
+    rd.remove_stale_temps()
     if rd.status().get("phase") == "done":
         _logger.info("%s is already complete; nothing to resume", rd.path)
         return rd
-    rd.remove_stale_temps()
     try:
         cfg = load_config(rd / RunDir.CONFIG)
     except MedNASError as e:
@@ -394,10 +401,10 @@ def load_weights(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise RunDirError(f"{path}: expected this weights file in the run directory, got none") from None
     except Exception as e:  # noqa: BLE001 - pickled objects, a damaged or foreign file: refused, never run
-        first = (str(e).splitlines() or [""])[0][:160]
-        raise RunDirError(f"{path}: expected a state_dict of tensors, got a file torch will not load as weights "
-                          f"only ({type(e).__name__}: {first}); it was not written by mednas-nni: delete "
-                          f"{path.parent} and resume to retrain it") from None
+        first = (str(e).splitlines() or [""])[0].split(". ")[0][:100]
+        raise RunDirError(f"{path}: expected a state_dict of tensors, got a file torch refuses to load as weights "
+                          f"only ({type(e).__name__}: {first}); mednas-nni did not write it, so it was not "
+                          "loaded") from None
 
 
 def load_trained(path: str | Path, ctx: RunContext | None = None) -> Any:

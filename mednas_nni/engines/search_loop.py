@@ -33,6 +33,15 @@ STATE_FILE = "strategy_state.json"
 _STATE_VERSION = 2
 
 
+def _kind(v: Any) -> str:
+    """The JSON type of ``v`` in words (ints and floats are both numbers)."""
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    return {str: "a string", list: "a list", tuple: "a list", dict: "an object"}.get(type(v), type(v).__name__)
+
+
 def finite_metrics(d: dict[str, Any]) -> dict[str, Any]:
     """``d`` without NaN/inf floats (NNI stores metrics as JSON, where they are not valid)."""
     return {k: v for k, v in d.items() if not (isinstance(v, float) and not math.isfinite(v))}
@@ -117,8 +126,17 @@ class SearchLoop:
     def _load_strategy_state(self, state: dict[str, Any]) -> None:
         """Hand the saved state to the strategy; anything it cannot take is refused with one line (the file is
         JSON data only: nothing in a run directory is ever unpickled or run)."""
+        saved = state.get("strategy")
+        if not isinstance(saved, dict):
+            raise RunDirError(f"{self.rd / STATE_FILE}: strategy: expected an object, got {_kind(saved)}")
+        # Each field must have the JSON type the strategy writes (a fresh state shows it): a string where a list
+        # belongs would otherwise be taken apart character by character by a lenient load_state_dict.
+        for key, fresh in self.strategy.state_dict().items():
+            if fresh is not None and saved.get(key) is not None and _kind(saved[key]) != _kind(fresh):
+                raise RunDirError(f"{self.rd / STATE_FILE}: strategy.{key}: expected {_kind(fresh)} (the state of "
+                                  f"strategy '{self.strategy.name}'), got {_kind(saved[key])}; start a new search")
         try:
-            self.strategy.load_state_dict(state["strategy"])
+            self.strategy.load_state_dict(saved)
         except Exception as e:  # noqa: BLE001 - a damaged, edited or foreign state file
             first = (str(e).splitlines() or [""])[0][:160]
             raise RunDirError(f"{self.rd / STATE_FILE}: expected the state of strategy '{self.strategy.name}' as "
