@@ -129,7 +129,7 @@ def _prepared_remote(cfg: Any, run_dir: Path, port: int) -> Iterator[PreparedSer
     for t in targets:
         versions = preflight(t)
         check_paths_on_remote(t, remote_paths)
-        python_path = install_python_wrapper(t) if ts.skip_nni_upgrade else str(Path(t.m.python).parent)
+        python_path = install_python_wrapper(t, ts.skip_nni_upgrade)
         machines.append(_remote_machine_config(t.m, python_path))
         summary.append({"host": t.m.host, "port": t.m.port, "user": t.m.user, "python": t.m.python, **versions,
                         "python_path": python_path})

@@ -6,10 +6,12 @@ uses the system ``ssh`` client (OpenSSH) with the same key for three things NNI 
 - :func:`preflight`: before the experiment starts, check that the machine answers, that ``python`` is an
   executable interpreter there and that it imports ``nni`` and ``mednas_nni`` (one-line errors naming
   ``training_service.machines[i]``), instead of an NNI experiment that waits for a worker forever.
-- :func:`install_python_wrapper`: NNI runs ``<python> -m pip install nni --upgrade`` on every machine at start
-  (it needs registry access there and may change the remote environment). NNI finds its interpreter through
-  ``pythonPath`` (a folder); mednas points it at a folder on the remote holding a 6-line ``python`` shell wrapper
-  that answers exactly that command with a no-op and ``exec``s the real interpreter for everything else.
+- :func:`install_python_wrapper`: NNI finds its interpreter through ``pythonPath`` (a folder); mednas points it at
+  a folder on the remote holding a small ``python`` shell wrapper that ``exec``s the real interpreter with two
+  changes: NNI's ``<python> -m pip install nni --upgrade`` at start (it needs registry access there and may change
+  the remote environment) is answered with a no-op (``skip_nni_upgrade``), and the trial keeper NNI launches (a
+  Node.js server for the trials on that machine, which would listen on every interface) gets the loopback preload
+  of :mod:`~mednas_nni.engines.nni_loopback` through ``NODE_OPTIONS``.
 - :func:`reverse_tunnel`: the NNI manager listens on 127.0.0.1 only; a remote trial keeper connects back to
   ``ws://localhost:PORT`` (NNI's default without ``nniManagerIp``), which ``ssh -N -R PORT:127.0.0.1:PORT`` carries
   to this machine's loopback.
@@ -38,14 +40,22 @@ __all__ = ["SshTarget", "preflight", "install_python_wrapper", "reverse_tunnel",
 
 _logger = logging.getLogger(__name__)
 
-#: the remote interpreter wrapper: '-m pip install nni --upgrade' (NNI's exact call) is a no-op, the rest is exec'd
+#: NNI's interpreter on a remote machine: a shell wrapper around the real one (``{python}``), see
+#: :func:`install_python_wrapper`; ``{skip}`` is :data:`SKIP_UPGRADE` or empty
 WRAPPER_TEMPLATE = """#!/bin/sh
-# mednas-nni: NNI's remote worker runs '<python> -m pip install nni --upgrade' at start; skip exactly that call.
-if [ "$#" -eq 5 ] && [ "$1" = "-m" ] && [ "$2" = "pip" ] && [ "$3" = "install" ] && [ "$4" = "nni" ] && [ "$5" = "--upgrade" ]; then
+# mednas-nni: the interpreter NNI's remote worker uses on this machine (training_service: remote).
+# NNI's trial keeper here is a Node.js server for the local trials that would listen on every interface: the preload
+# beside this file gives its host-less listen() 127.0.0.1.
+export MEDNAS_NNI_LISTEN_HOST=127.0.0.1
+export NODE_OPTIONS="--require \\"$(dirname "$0")/listen_loopback.js\\"${{NODE_OPTIONS:+ $NODE_OPTIONS}}"
+{skip}exec {python} "$@"
+"""
+
+#: NNI runs '<python> -m pip install nni --upgrade' at start (remote_v3/worker.js): skip exactly that call
+SKIP_UPGRADE = """if [ "$#" -eq 5 ] && [ "$1" = "-m" ] && [ "$2" = "pip" ] && [ "$3" = "install" ] && [ "$4" = "nni" ] && [ "$5" = "--upgrade" ]; then
   echo "$(date -u +%FT%TZ) skipped NNI's 'pip install nni --upgrade'" >> "$(dirname "$0")/skipped.log"
   echo "mednas-nni: skipped 'pip install nni --upgrade' (training_service.skip_nni_upgrade)"; exit 0
 fi
-exec {python} "$@"
 """
 
 _ASKPASS = "#!/bin/sh\nprintf '%s\\n' \"$MEDNAS_SSH_SECRET\"\n"
@@ -136,15 +146,22 @@ def preflight(target: SshTarget) -> dict[str, str]:
     return {"python": f"{major}.{minor}", "nni": nni_v, "mednas": mednas_v}
 
 
-def install_python_wrapper(target: SshTarget) -> str:
-    """Install the interpreter wrapper on the remote; return the remote folder to give NNI as ``pythonPath``."""
+def install_python_wrapper(target: SshTarget, skip_nni_upgrade: bool = True) -> str:
+    """Install the interpreter wrapper and the loopback preload on the remote; return the remote folder to give NNI
+    as ``pythonPath`` (NNI then runs ``python`` from there: its ssh commands and the trial keeper it launches)."""
+    from .nni_loopback import PRELOAD_JS
+
     tag = hashlib.sha1(target.m.python.encode()).hexdigest()[:10]
-    script = WRAPPER_TEMPLATE.format(python=shlex.quote(target.m.python))
-    cmd = (f'd="$HOME/.mednas-nni/nni-python-{tag}" && mkdir -p "$d" && cat > "$d/python.tmp" && '
-           f'chmod 755 "$d/python.tmp" && mv -f "$d/python.tmp" "$d/python" && echo "$d"')
-    folder = target.checked(cmd, "installing the interpreter wrapper", stdin=script).strip().splitlines()[-1]
-    _logger.info("machine %s: NNI's 'pip install nni --upgrade' is skipped by the wrapper %s/python", target, folder)
-    return folder
+    script = WRAPPER_TEMPLATE.format(python=shlex.quote(target.m.python), skip=SKIP_UPGRADE if skip_nni_upgrade else "")
+    folder = f'"$HOME/.mednas-nni/nni-python-{tag}"'
+    for name, text, mode in (("listen_loopback.js", PRELOAD_JS, "644"), ("python", script, "755")):
+        cmd = (f'd={folder} && mkdir -p "$d" && cat > "$d/{name}.tmp" && chmod {mode} "$d/{name}.tmp" && '
+               f'mv -f "$d/{name}.tmp" "$d/{name}" && echo "$d"')
+        out = target.checked(cmd, f"installing the interpreter wrapper ({name})", stdin=text)
+    remote = out.strip().splitlines()[-1]
+    _logger.info("machine %s: NNI runs %s/python (trial keeper on 127.0.0.1%s)", target, remote,
+                 "; 'pip install nni --upgrade' skipped" if skip_nni_upgrade else "")
+    return remote
 
 
 @contextlib.contextmanager
