@@ -65,6 +65,8 @@ def _headline(rd: Any) -> str:
         lines.append(f"search: {s.get('evaluated')} architectures evaluated ({s.get('failed')} failed{pruned}) in "
                      f"{(s.get('seconds') or 0):.0f} s{sessions}; {len(m['finalists'])} finalist(s) retrained"
                      f"{failed_fin} for {m['retrain']['epochs']} epoch(s)")
+        if (rd / "variation.json").exists():        # the strategy's own one-line search statistics (zc_nsga2)
+            lines.append(json.loads((rd / "variation.json").read_text()).get("summary", ""))
         lines.append(f"best ({m['dataset']}, finalist {m['best_finalist']}, {m['params']:,} params): "
                      f"val {_fmt_metrics(v, [key])} | test {_fmt_metrics(t, keys)} "
                      f"(trivial baseline {_fmt_metrics(b, [k for k in keys if k in b])})")

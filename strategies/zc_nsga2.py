@@ -1,75 +1,54 @@
-"""Zero-cost multi-objective search (MedNAS / MSTF-NAS) as an NNI strategy driving pymoo.
+"""Zero-cost multi-objective search (MedNAS / MSTF-NAS) as a mednas strategy driving pymoo.
 
 Wang et al., "MedNAS: Multiscale Training-Free Neural Architecture Search for Medical Image Analysis",
 IEEE TEVC 28(3):668-681 (2024), doi:10.1109/TEVC.2024.3352641.
 
 Each architecture is scored without training by zero-cost proxies on one batch of real training images
-(:mod:`mednas_nni.evaluators.zero_cost`). NSGA-II (or MOEA/D) from pymoo evolves integer-encoded
-architectures (one index per ``Categorical`` of ``simplify()``) through pymoo's ask/tell interface, while
-NNI's execution engine runs each evaluation. Our objectives are explicit (default: maximise jacob_cov,
-maximise log synflow, minimise FLOPs); the reproduction's mixed objectives
-(f1 = -jacob - FLOPs, f2 = -synflow + FLOPs) are not copied (see METHODS §A4).
+(:mod:`.zc_scoring`). NSGA-II (or MOEA/D on normalised objectives) from pymoo evolves integer-encoded architectures
+(one category index per ``Categorical`` of ``simplify()``) through pymoo's ask/tell interface, while the core's
+engine runs each evaluation. Variation is categorical (:mod:`.zc_operators`: uniform or one-point crossover over
+the genes, random-reset mutation at ``1 / n_genes`` per gene) and a child met before (scored, failed or pruned) or
+rejected by the space (a dead cell) is never proposed: pymoo mates again. The pymoo algorithm's state is JSON data
+(:mod:`.zc_state`), never a pickle. Our objectives are explicit (default: see :data:`DEFAULT_OBJECTIVES`); the
+reproduction's mixed objectives (f1 = -jacob - FLOPs, f2 = -synflow + FLOPs) are not copied (see METHODS §A4).
 
 Finalists (our documented choice): the *knee* of the Pareto front, i.e. the front member closest to the
 ideal point after min-max normalising every objective over the front, plus the ``top_k`` front members by
 mean rank over the objectives (or by the proxy named in ``rank_by``). Failed or non-finite scores mark an
-architecture failed (infeasible for NSGA-II) and the search goes on.
+architecture failed (infeasible for NSGA-II, a penalty beyond the worst for MOEA/D) and the search goes on.
 """
 from __future__ import annotations
 
-import base64
 import logging
-import math
-import pickle
-import time
 from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
-from pymoo.core.evaluator import Evaluator as _PymooEvaluator
-from pymoo.core.problem import Problem
-from pymoo.problems.static import StaticProblem
 
 from mednas_nni.contracts import MultiTrialStrategy, PluginParams, TrialResult, TrialSpec
-from mednas_nni.errors import MedNASError
+
+from .zc_operators import CROSSOVERS, VariationStats
+from .zc_scoring import KNOWN_PROXIES, Objective, ProxyScoreError, reset_parameters, score_model, score_trial
 
 __all__ = ["ZeroCostNSGA2", "ZeroCostNSGA2Params", "Objective", "score_model", "score_trial", "pareto_mask",
-           "choose_finalists"]
+           "choose_finalists", "DEFAULT_OBJECTIVES", "variation_summary", "ProxyScoreError", "reset_parameters", "KNOWN_PROXIES"]
 
 _logger = logging.getLogger(__name__)
 
-_KNOWN_PROXIES = ("jacob_cov", "synflow", "log_synflow", "grad_norm", "snip", "params", "flops")
-
-
-class Objective:
-    """``"name"`` or ``"name:max"`` / ``"name:min"`` (a proxy name and a direction; default max)."""
-
-    def __init__(self, spec: str):
-        name, _, goal = spec.partition(":")
-        self.name, self.goal = name.strip(), (goal.strip() or "max")
-        if self.name not in _KNOWN_PROXIES:
-            raise ValueError(f"a proxy name, one of {', '.join(_KNOWN_PROXIES)}")
-        if self.goal not in ("max", "min"):
-            raise ValueError("a direction 'max' or 'min' after the colon")
-
-    def to_min(self, value: float) -> float:
-        """pymoo minimises: negate objectives to maximise."""
-        return -value if self.goal == "max" else value
-
-    def __repr__(self) -> str:
-        return f"{self.name}:{self.goal}"
+#: The default objectives (README, "zero-cost method": chosen from benchmarks/results/zc_proxy_rank.md).
+DEFAULT_OBJECTIVES = ["jacob_cov:max", "log_synflow:max", "flops:min"]
 
 
 class ZeroCostNSGA2Params(PluginParams):
     algorithm: Literal["nsga2", "moead"] = "nsga2"
     pop_size: int = Field(20, ge=2)
     generations: int = Field(10, ge=1)
-    objectives: list[str] = Field(default_factory=lambda: ["jacob_cov:max", "log_synflow:max", "flops:min"])
+    objectives: list[str] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
     proxy_batch_size: int = Field(64, ge=2)      # one batch of real training images (reference: 64)
+    crossover: Literal[CROSSOVERS] = "uniform"   # over the genes: "uniform" or "one_point"
     crossover_prob: float = Field(0.9, ge=0, le=1)
-    crossover_eta: float = Field(15.0, gt=0)
-    mutation_eta: float = Field(20.0, gt=0)
+    mutation_rate: float | None = Field(None, gt=0, le=1)   # per gene; None: 1 / number of genes
     top_k: int = Field(1, ge=0)                  # finalists besides the knee
     knee: bool = True
     rank_by: str = "mean_rank"                   # or one objective's proxy name
@@ -79,7 +58,7 @@ class ZeroCostNSGA2Params(PluginParams):
     @classmethod
     def _objectives(cls, v: list[str]) -> list[str]:
         if len(v) < 2:
-            raise ValueError(f"at least 2 objectives for a multi-objective search")
+            raise ValueError("at least 2 objectives for a multi-objective search")
         names = []
         for s in v:
             names.append(Objective(s).name)
@@ -94,82 +73,6 @@ class ZeroCostNSGA2Params(PluginParams):
         if self.rank_by != "mean_rank" and self.rank_by not in [Objective(o).name for o in self.objectives]:
             raise ValueError(f"rank_by: 'mean_rank' or one of the objectives' proxies, got {self.rank_by!r}")
         return self
-
-
-# ---------------------------------------------------------------------------------------------------- evaluation
-def reset_parameters(model: Any, seed: int) -> None:
-    """Re-initialise every layer from ``seed`` (the proxies score an architecture at initialisation, and
-    ``freeze`` draws fresh weights from the global RNG: this makes a score a function of the architecture)."""
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for m in model.modules():
-            if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
-                m.reset_parameters()
-
-
-def score_model(model: Any, inputs: Any, targets: Any, proxies: list[str], device: str = "cpu",
-                init_seed: int | None = 0) -> dict[str, Any]:
-    """Zero-cost scores of one frozen model as a dict; a failure gives ``{"error": reason}`` instead of raising.
-
-    With ``init_seed`` (default 0) the weights are re-initialised from that seed first, so equal
-    architectures always get equal scores (the cache relies on it).
-    """
-    from mednas_nni.evaluators.zero_cost import compute_proxies
-
-    t0 = time.perf_counter()
-    try:
-        if init_seed is not None:
-            reset_parameters(model, init_seed)
-        model = model.to(device)
-        scores = compute_proxies(model, inputs.to(device), targets.to(device), proxies)
-        out: dict[str, Any] = {k: float(v) for k, v in scores.items()}
-    except Exception as e:  # noqa: BLE001 - any failure of one architecture is recorded, the search goes on
-        out = {"error": f"{type(e).__name__}: {e}"}
-    out["seconds"] = time.perf_counter() - t0
-    return out
-
-
-class ProxyScoreError(MedNASError):
-    """An architecture whose zero-cost scores could not be computed or are not finite (recorded as failed)."""
-
-
-def score_trial(model: Any, sample: dict[str, Any], ctx: Any, report: Callable[[dict[str, Any]], None], *,
-                proxies: list[str], objectives: list[str], proxy_batch_size: int = 64,
-                init_seed: int | None = 0) -> dict[str, Any]:
-    """Trial function: zero-cost scores of one frozen model (see :func:`score_model`) as the final metrics.
-
-    ``default`` (what NNI's web UI plots) is bounded in [0, 1]: the share of the architectures scored before in
-    this run whose first objective is worse than this one's (0.5 for the first), so trials compare on one scale.
-    A failure or a non-finite objective raises :class:`ProxyScoreError` (the trial is recorded as failed).
-    """
-    inputs, targets = ctx.proxy_batch(proxy_batch_size)
-    scores = score_model(model, inputs, targets, proxies, ctx.device, init_seed)
-    if "error" in scores:
-        raise ProxyScoreError(scores["error"])
-    for spec in objectives:
-        name = Objective(spec).name
-        if not _finite(scores.get(name)):
-            raise ProxyScoreError(f"proxy {name} is not finite ({scores.get(name)})")
-    return {"default": _percentile(ctx, Objective(objectives[0]), scores), **scores}
-
-
-def _percentile(ctx: Any, first: Objective, scores: dict[str, Any]) -> float:
-    from mednas_nni.io import RunDir, read_jsonl
-
-    mine = first.to_min(scores[first.name])
-    before = [first.to_min(r["metrics"][first.name]) for r in read_jsonl(ctx.run_dir / RunDir.ARCHS)
-              if r.get("status") == "ok" and _finite((r.get("metrics") or {}).get(first.name))]
-    return float(np.mean([mine < b for b in before])) if before else 0.5
-
-
-class _IntegerProblem(Problem):
-    """Integer decision vector, one variable per search-space label (bounds 0 .. len(values) - 1)."""
-
-    def __init__(self, upper: list[int], n_obj: int, constrained: bool):
-        super().__init__(n_var=len(upper), n_obj=n_obj, n_ieq_constr=1 if constrained else 0,
-                         xl=np.zeros(len(upper)), xu=np.asarray(upper, dtype=float), vtype=int)
 
 
 def pareto_mask(F: np.ndarray) -> np.ndarray:
@@ -222,15 +125,18 @@ class ZeroCostNSGA2(MultiTrialStrategy):
         self.seed = 0 if self.params.seed is None else self.params.seed
         self.generation = 0
         self.scored: dict[str, list[float]] = {}     # hash -> objective vector (minimisation form) of every ok arch
+        self.stats = VariationStats()
+        self.seen: set[str] = set()                  # hashes of everything met (scored, failed, pruned)
+        self._algo_state: dict[str, Any] | None = None   # the pymoo algorithm as data (zc_state), after each batch
         self._algorithm: Any = None
+        self._archive: Any = None
         self._asked: Any = None
-        self._snapshot: bytes | None = None
         self._labels: dict[str, list[Any]] = {}
 
     def __repr__(self) -> str:
         p = self.params
         return (f"ZeroCostNSGA2(algorithm={p.algorithm!r}, pop_size={p.pop_size}, generations={p.generations}, "
-                f"objectives={p.objectives}, seed={self.seed})")
+                f"objectives={p.objectives}, crossover={p.crossover!r}, seed={self.seed})")
 
     def _proxies(self) -> list[str]:
         names = [o.name for o in self.objectives]
@@ -251,41 +157,45 @@ class ZeroCostNSGA2(MultiTrialStrategy):
     def progress_total(self) -> int | None:
         return self.params.pop_size * self.params.generations
 
-    def _build_algorithm(self, n_labels: list[int]) -> Any:
-        from pymoo.algorithms.moo.moead import MOEAD
-        from pymoo.algorithms.moo.nsga2 import NSGA2
-        from pymoo.operators.crossover.sbx import SBX
-        from pymoo.operators.mutation.pm import PM
-        from pymoo.operators.repair.rounding import RoundingRepair
-        from pymoo.operators.sampling.rnd import IntegerRandomSampling
-        from pymoo.util.ref_dirs import get_reference_directions
+    def _decode(self, x: np.ndarray) -> tuple[dict[str, Any], str]:
+        """Integer code -> (canonical sample, hash), as the core hashes it."""
+        from mednas_nni.engines.records import arch_hash
+
+        sample = self.space.canonicalize({k: vals[int(round(float(i)))]
+                                          for (k, vals), i in zip(self._labels.items(), x)})
+        return sample, arch_hash(sample)
+
+    def _build_algorithm(self) -> Any:
+        """The pymoo algorithm: fresh, or rebuilt from the data of the last batch (:mod:`.zc_state`)."""
+        from .zc_operators import (Archive, ArchiveDuplicateElimination, CategoricalSampling, RandomResetMutation,
+                                   TrackedMating, make_crossover)
+        from .zc_state import build_algorithm, restore_algorithm, validate_state
 
         p = self.params
-        upper = [n - 1 for n in n_labels]
-        constrained = p.algorithm == "nsga2"   # pymoo's MOEA/D supports no constraints: failed archs get a penalty
-        problem = _IntegerProblem(upper, len(self.objectives), constrained)
-        crossover = SBX(prob=p.crossover_prob, eta=p.crossover_eta, vtype=float, repair=RoundingRepair())
-        mutation = PM(eta=p.mutation_eta, vtype=float, repair=RoundingRepair())
-        if p.algorithm == "nsga2":
-            algo = NSGA2(pop_size=p.pop_size, sampling=IntegerRandomSampling(), crossover=crossover,
-                         mutation=mutation, eliminate_duplicates=True)
-        else:
-            ref_dirs = get_reference_directions("energy", len(self.objectives), p.pop_size, seed=self.seed)
-            algo = MOEAD(ref_dirs, n_neighbors=min(15, p.pop_size), prob_neighbor_mating=0.7,
-                         sampling=IntegerRandomSampling(), crossover=crossover, mutation=mutation)
-        algo.setup(problem, termination=("n_gen", p.generations), seed=self.seed, verbose=False)
+        self._archive = Archive(self._decode, self.space.is_valid, getattr(self, "reject", None), self.stats)
+        self._archive.seen = self.seen
+
+        def mating(selection: Any, crossover: Any, mutation: Any, **kw: Any) -> Any:
+            return TrackedMating(selection, crossover, mutation, self.stats, **kw)
+
+        upper = [len(v) - 1 for v in self._labels.values()]
+        algo = build_algorithm(p.algorithm, upper, len(self.objectives), p.pop_size, p.generations, self.seed,
+                               sampling=CategoricalSampling(self._archive),
+                               crossover=make_crossover(p.crossover, p.crossover_prob),
+                               mutation=RandomResetMutation(prob_var=p.mutation_rate), mating_factory=mating,
+                               eliminate_duplicates=ArchiveDuplicateElimination(self._archive))
+        if self._algo_state is not None:
+            restore_algorithm(algo, validate_state(self._algo_state, "strategy_state.json: strategy.algorithm"))
         return algo
 
     def propose(self) -> list[dict[str, Any]] | None:
         """The next generation (pymoo ``ask``), or None when the search is finished."""
-        if self._algorithm is None:
-            self._algorithm = self._build_algorithm([len(v) for v in self._labels.values()])
-            self._snapshot = pickle.dumps(self._algorithm)
+        self._algorithm = self._build_algorithm()
         if not self._algorithm.has_next():
             return None
         self._asked = self._algorithm.ask()
-        if self._asked is None or (hasattr(self._asked, "__len__") and len(self._asked) == 0):
-            # pymoo mated no new offspring (a small space with duplicates eliminated): nothing new to try
+        if self._asked is None or len(self._asked) == 0:
+            # every child pymoo mated was met before or invalid (a small space): nothing new to try
             _logger.info("pymoo proposed no new architecture at generation %d; the search ends", self.generation)
             return None
         X = np.atleast_2d(np.asarray(self._asked.get("X"))).round().astype(int)
@@ -293,33 +203,42 @@ class ZeroCostNSGA2(MultiTrialStrategy):
 
     def observe(self, results: list[TrialResult]) -> None:
         """pymoo ``tell``: objectives of the asked generation (failed architectures are infeasible)."""
+        from pymoo.core.evaluator import Evaluator
+        from pymoo.problems.static import StaticProblem
+
+        from .zc_state import algorithm_state
+
         F = np.zeros((len(results), len(self.objectives)))
         ok = np.array([r.ok for r in results])
         for i, r in enumerate(results):
+            if r.status != "skipped":
+                self.seen.add(r.hash)
             if r.ok:
                 F[i] = [o.to_min(r.metrics[o.name]) for o in self.objectives]
                 self.scored.setdefault(r.hash, F[i].tolist())
+        problem = self._algorithm.problem
         if self.params.algorithm == "nsga2":
-            G: np.ndarray | None = np.where(ok, -1.0, 1.0)[:, None]
+            G = np.where(ok, -1.0, 1.0)[:, None]
+            static = StaticProblem(problem, F=F, G=G)
         else:
             good = np.asarray(list(self.scored.values())) if self.scored else np.zeros((1, len(self.objectives)))
             worst = good.max(axis=0)
             F[~ok] = worst + np.abs(worst) + 1.0               # MOEA/D: failed get a penalty beyond the worst
-            G = None
-        problem = self._algorithm.problem
-        _PymooEvaluator().eval(StaticProblem(problem, F=F, G=G) if G is not None else StaticProblem(problem, F=F),
-                               self._asked)
+            self._asked.set("ok", ok)
+            static = StaticProblem(problem, F=F)
+        Evaluator().eval(static, self._asked)
         self._algorithm.tell(infills=self._asked)
         self._asked = None
-        # pymoo counts the initial population as generation 1 and increments after each tell; MOEA/D (loop-wise)
-        # asks one offspring at a time, so a MOEA/D generation spans pop_size ask/tell rounds.
+        # pymoo counts the initial population as generation 1 and increments after each tell
         self.generation = max(0, int(self._algorithm.n_gen or 1) - 1)
-        # The state holds the algorithm as of the last completed batch; pymoo's loop-wise MOEA/D holds a live
-        # generator inside a generation, so it is snapshot at generation boundaries only.
-        try:
-            self._snapshot = pickle.dumps(self._algorithm)
-        except TypeError:
-            pass
+        self._algo_state = algorithm_state(self._algorithm, self.params.algorithm)
+        self._algorithm = None          # the next propose rebuilds it from the data, as a resumed search does
+
+    def search_stats(self) -> dict[str, Any]:
+        """Variation statistics (written to ``variation.json`` and shown in the search summary)."""
+        return {"generations": self.generation, "crossover": self.params.crossover,
+                "mutation_rate_per_gene": self.params.mutation_rate or 1.0 / max(len(self._labels), 1),
+                "n_genes": len(self._labels), **self.stats.as_dict()}
 
     # ------------------------------------------------------------------ results
     def _ok(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -352,7 +271,13 @@ class ZeroCostNSGA2(MultiTrialStrategy):
     def write_outputs(self, ctx: Any, records: list[dict[str, Any]], finalists: list[dict[str, Any]]) -> None:
         from ._report import write_pareto
 
+        from mednas_nni.io import atomic_write_json
+
         write_pareto(ctx.run_dir, self, records, finalists)
+        met = [r for r in records if r.get("status") in ("ok", "failed", "invalid")]
+        stats = {**self.search_stats(), "met": len(met), "failed": sum(r["status"] == "failed" for r in met),
+                 "invalid": sum(r["status"] == "invalid" for r in met)}
+        atomic_write_json(ctx.run_dir / "variation.json", {**stats, "summary": variation_summary(stats)})
 
     def progress_postfix(self) -> dict[str, Any]:
         if not self.scored:
@@ -362,18 +287,32 @@ class ZeroCostNSGA2(MultiTrialStrategy):
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
-        # NOTE: pymoo's algorithm object is kept as a pickle inside the JSON state (its population, RNG and
-        # operators); rebuilding it from plain data is the hardening issue's work.
-        return {"generation": self.generation, "scored": self.scored,
-                "algorithm": base64.b64encode(self._snapshot).decode("ascii") if self._snapshot else None}
+        """JSON data only: the pymoo algorithm as its population, counters and RNG state (never a pickle)."""
+        return {"generation": self.generation, "scored": self.scored, "seen": sorted(self.seen),
+                "variation": self.stats.as_dict(), "algorithm": self._algo_state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        from .zc_state import validate_state
+
+        algo = state.get("algorithm")
+        if algo is not None:
+            validate_state(algo, "strategy_state.json: strategy.algorithm")   # refuse before anything runs
         self.generation = int(state["generation"])
         self.scored = {h: list(v) for h, v in state.get("scored", {}).items()}
-        raw = state.get("algorithm")
-        self._snapshot = base64.b64decode(raw) if raw else None
-        self._algorithm = pickle.loads(self._snapshot) if self._snapshot is not None else None
+        self.seen = set(state.get("seen", [])) | set(self.scored)
+        self.stats = VariationStats.from_dict(state.get("variation", {}))
+        self._algo_state = algo
+        self._algorithm = None
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def variation_summary(v: dict[str, Any]) -> str:
+    """One line for ``mednas search``: failed and dead (pruned) fractions, and what the variation operators did."""
+    met = max(int(v.get("met") or 0), 1)
+    line = (f"zero-cost search: {v.get('failed', 0)} failed ({100 * v.get('failed', 0) / met:.1f} %) and "
+            f"{v.get('invalid', 0)} dead/invalid pruned unbuilt ({100 * v.get('invalid', 0) / met:.1f} %) of "
+            f"{v.get('met', 0)} met")
+    if v.get("children"):
+        line += (f"; {100 * v['differ_from_both_fraction']:.0f} % of {v['children']} children differ from both "
+                 f"parents ({100 * v['novel_gene_fraction']:.1f} % of genes new), {v['duplicates_dropped']} repeats "
+                 "re-mated")
+    return line

@@ -53,14 +53,15 @@ def _scores(loop):
             for r in loop.store.records() if r["status"] == "ok"}
 
 
-def test_seeded_runs_are_identical_and_nothing_is_scored_twice(tmp_path):
-    a = run(ZeroCostNSGA2(pop_size=6, generations=4, seed=3), tmp_path / "a")
+def test_seeded_runs_are_identical_and_nothing_is_proposed_twice(tmp_path):
+    a = run(ZeroCostNSGA2(pop_size=4, generations=4, seed=3), tmp_path / "a")
     calls_a = list(H.CALLS)
     H.CALLS.clear()
-    b = run(ZeroCostNSGA2(pop_size=6, generations=4, seed=3), tmp_path / "b")
+    b = run(ZeroCostNSGA2(pop_size=4, generations=4, seed=3), tmp_path / "b")
     assert calls_a == H.CALLS                                  # same architectures, same order
-    assert len(set(calls_a)) == len(calls_a)                   # the cache prevents re-scoring
-    assert a.cache_hits > 0                                    # 18-arch space: later generations repeat archs
+    assert len(set(calls_a)) == len(calls_a) == 16             # 4 x 4 distinct architectures
+    assert a.cache_hits == 0                                   # a child met before is mated again, not proposed
+    assert a.strategy.stats.duplicates_dropped > 0             # 18-arch space: pymoo did mate repeats
     assert _scores(a) == _scores(b)
     assert a.strategy.generation == 4
     assert all(0.0 <= r["metrics"]["default"] <= 1.0 for r in a.store.records() if r["status"] == "ok")
@@ -75,18 +76,24 @@ def test_different_seed_explores_differently(tmp_path):
 
 
 def test_killed_search_resumes_and_scores_nothing_again(tmp_path):
-    full = run(ZeroCostNSGA2(pop_size=6, generations=4, seed=5), tmp_path / "full")
+    full = run(ZeroCostNSGA2(pop_size=4, generations=4, seed=5), tmp_path / "full")
     full_calls = list(H.CALLS)
     H.CALLS.clear()
-    with pytest.raises(KeyboardInterrupt):                     # killed while scoring generation 2
-        run(ZeroCostNSGA2(pop_size=6, generations=4, seed=5), tmp_path / "cut", interrupt_at=9)
+    with pytest.raises(KeyboardInterrupt):                     # killed while scoring generation 3
+        run(ZeroCostNSGA2(pop_size=4, generations=4, seed=5), tmp_path / "cut", interrupt_at=10)
     part_calls = H.CALLS[:-1]                                  # the interrupted evaluation is not a result
-    assert json.loads((tmp_path / "cut" / STATE_FILE).read_text())["batch"] == 1
+    state = json.loads((tmp_path / "cut" / STATE_FILE).read_text())
+    assert state["batch"] == 2
+    algo = state["strategy"]["algorithm"]                      # the pymoo algorithm as data, not a pickle
+    assert isinstance(algo, dict) and len(algo["X"]) == 4 and algo["rng"]["bit_generator"] == "PCG64"
     H.CALLS.clear()
-    resumed = run(ZeroCostNSGA2(pop_size=6, generations=4, seed=5), tmp_path / "cut")
+    resumed = run(ZeroCostNSGA2(pop_size=4, generations=4, seed=5), tmp_path / "cut")
     assert not set(part_calls) & set(H.CALLS)                  # nothing evaluated twice across the restart
     assert part_calls + H.CALLS == full_calls                  # and the resumed search is the same search
     assert resumed.strategy.generation == 4 and _scores(resumed).keys() == _scores(full).keys()
+    assert resumed.strategy.stats == full.strategy.stats       # variation counts carry over exactly
+    assert json.loads((tmp_path / "cut" / STATE_FILE).read_text())["strategy"] == \
+        json.loads((tmp_path / "full" / STATE_FILE).read_text())["strategy"]
 
 
 def test_failed_architectures_are_recorded_with_reason_and_search_goes_on(tmp_path):
@@ -107,10 +114,47 @@ def test_degenerate_scores_mark_failed_not_crash(tmp_path):
     assert loop.finalists() == []
 
 
-def test_moead_runs_and_counts_generations(tmp_path):
-    loop = run(ZeroCostNSGA2(pop_size=6, generations=3, seed=0, algorithm="moead"), tmp_path)
+def test_moead_runs_counts_generations_and_resumes(tmp_path):
+    loop = run(ZeroCostNSGA2(pop_size=6, generations=3, seed=0, algorithm="moead"), tmp_path / "full")
     assert loop.strategy.generation == 3 and loop.strategy.pareto_front(loop.store.records())
     assert len(set(H.CALLS)) == len(H.CALLS)
+    full_calls = list(H.CALLS)
+    H.CALLS.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run(ZeroCostNSGA2(pop_size=6, generations=3, seed=0, algorithm="moead"), tmp_path / "cut",
+            interrupt_at=len(full_calls) - 1)
+    part = H.CALLS[:-1]
+    H.CALLS.clear()
+    run(ZeroCostNSGA2(pop_size=6, generations=3, seed=0, algorithm="moead"), tmp_path / "cut")
+    assert part + H.CALLS == full_calls
+    algo = json.loads((tmp_path / "cut" / STATE_FILE).read_text())["strategy"]["algorithm"]
+    assert algo["kind"] == "moead" and len(algo["ideal"]) == len(algo["nadir"]) == 3
+
+
+def test_a_pickle_in_the_state_is_refused_with_one_line_and_nothing_runs(tmp_path):
+    import base64
+    import pickle
+
+    from mednas_nni.errors import RunDirError
+
+    run(ZeroCostNSGA2(pop_size=4, generations=1, seed=0), tmp_path)
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / STATE_FILE
+    state = json.loads(path.read_text())
+    state["finished"] = False
+    for bad in (base64.b64encode(pickle.dumps(Evil())).decode("ascii"),
+                {**state["strategy"]["algorithm"], "X": base64.b64encode(pickle.dumps(Evil())).decode("ascii")}):
+        state["strategy"]["algorithm"] = bad
+        path.write_text(json.dumps(state))
+        H.CALLS.clear()
+        with pytest.raises(RunDirError, match=r"strategy_state.json: strategy.algorithm.*expected") as e:
+            run(ZeroCostNSGA2(pop_size=4, generations=2, seed=0), tmp_path)
+        assert "\n" not in str(e.value) and not marker.exists() and H.CALLS == []
 
 
 def test_pareto_and_finalist_choice():
