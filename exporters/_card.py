@@ -1,5 +1,7 @@
-"""``model_card.md`` of a bundle: intended use, data, the task's metrics beside the trivial baseline, deployment
-checks, size and speed, architecture, search, explanations and versions."""
+"""``model_card.md`` of a bundle: intended use, data, the task's metrics beside the trivial baseline (with 95 % CIs),
+the clinical metrics and input checks (:mod:`._card_clinical`), deployment checks, size and speed, architecture,
+search, explanations and versions. Every link points inside the bundle (relative paths), so the bundle can be
+copied anywhere."""
 from __future__ import annotations
 
 import json
@@ -11,6 +13,7 @@ from typing import Any
 
 from mednas_nni.deploy.layout import (INPUT_NAME, MODEL_CARD_FILE, OUTPUT_NAME, PARITY_FILE, PREPROCESSING_FILE)
 
+from ._card_clinical import ci95_of, clinical_section, decision_lines, input_checks_section
 from ._measure import cpu_name
 from ._metrics import baseline_of, fmt, higher_is_better, metric_label, metric_names
 
@@ -41,6 +44,7 @@ class CardFacts:
     int8: dict[str, Any] | None = None
     description: str | None = None
     explanations: dict[str, Any] = field(default_factory=dict)
+    bundle_hash: str = ""
 
 
 def _kb(n: int) -> str:
@@ -65,15 +69,21 @@ def _metrics_section(trained: Any, f: CardFacts, seg: bool) -> list[str]:
     base, val, test_run = baseline_of(trained.metrics), trained.metrics.get("val", {}), trained.metrics.get("test", {})
     bname = _baseline_name(trained.task, seg)
     L = ["## Metrics (test split)", "",
-         f"| metric | PyTorch | ONNX fp32 (onnxruntime) | ONNX int8 | {bname} | val (PyTorch) |",
-         "|---|---|---|---|---|---|"]
+         f"| metric | PyTorch | 95 % CI (run) | ONNX fp32 (onnxruntime) | ONNX int8 | {bname} | val (PyTorch) |",
+         "|---|---|---|---|---|---|---|"]
     names = metric_names(trained.task, m_pt, test_run)
     for k in names:
-        L.append(f"| {metric_label(k)} | {fmt(m_pt.get(k, test_run.get(k)))} | {fmt(m_ort.get(k))} | "
+        ci = ci95_of(test_run, k)
+        L.append(f"| {metric_label(k)} | {fmt(m_pt.get(k, test_run.get(k)))} | "
+                 f"{f'[{ci[0]:.3f}, {ci[1]:.3f}]' if ci else 'n/a'} | {fmt(m_ort.get(k))} | "
                  f"{fmt(m8.get(k)) if f.int8 else 'not exported'} | {fmt(base.get(k))} | {fmt(val.get(k))} |")
     note = getattr(trained.task, "metrics_note", None) or _METRIC_NOTES.get(f.prep.task, "")
     if note:
         L += ["", note]
+    n_boot = (test_run.get("ci95") or {}).get("n_bootstrap") or test_run.get("n_bootstrap")
+    if test_run.get("ci95"):
+        L += ["", "95 % CIs: the run's bootstrap over the test split (`metrics.json` `test.ci95`"
+              + (f", {n_boot} resamples" if n_boot else "") + ")."]
     judged = [(k, _better(k, m_pt.get(k), base.get(k))) for k in names]
     worse = [f"{metric_label(k)} {m_pt[k]:.4f} vs {base[k]:.4f}" for k, ok in judged if ok is False]
     if worse:
@@ -112,18 +122,33 @@ def _checks_section(f: CardFacts, seg: bool) -> list[str]:
 
 
 def _explanations(f: CardFacts, trained: Any) -> list[str]:
+    """Pictures inside the bundle, linked and shown by paths relative to the card."""
     g = f.explanations
     L = ["## Explanations", ""]
+    folder = "" if g.get("dir") in (None, ".", "") else f"{g['dir']}/"
     if g.get("files") and g.get("method", "").startswith("Grad-CAM"):
         L += [f"Grad-CAM (Selvaraju et al., ICCV 2017; `monai.visualize.GradCAM`) at layer `{g['layer']}` (the last "
-              f"convolution with a spatial output) for {len(g['files'])} test images, in `{g['dir']}`:", ""]
-        L += [f"- `{x['file']}`: true {x['true']}, predicted {x['predicted']} (p={x['probability']:.2f})"
-              for x in g["files"]]
+              f"convolution with a spatial output) for {len(g['files'])} test images, in the bundle's "
+              f"`{folder or './'}`:", ""]
+        for x in g["files"]:
+            L += [f"- [`{folder}{x['file']}`]({folder}{x['file']}): true {x['true']}, predicted {x['predicted']} "
+                  f"(p={x['probability']:.2f})", "",
+                  f"  ![Grad-CAM: true {x['true']}, predicted {x['predicted']}]({folder}{x['file']})", ""]
     elif g.get("files"):
-        L.append(f"{g.get('method', 'Pictures')}: " + ", ".join(f"`{x}`" for x in g["files"]) + f" in `{g['dir']}`.")
+        L.append(f"{g.get('method', 'Pictures')}:")
+        for x in g["files"]:
+            L += ["", f"![{x}]({folder}{x})"]
     else:
         L.append(f"None written ({g.get('skipped', 'none asked for')}).")
     return L + [""]
+
+
+def _calibration_line(metrics: dict[str, Any]) -> str:
+    cal = (metrics.get("test") or {}).get("calibration") or {}
+    if isinstance(cal.get("brier"), (int, float)):
+        return (f"- Probabilities were not recalibrated; on the test split their Brier score is {cal['brier']:.3f} "
+                f"and their ECE {fmt(cal.get('ece'))} (see Clinical metrics).")
+    return "- Probabilities are not calibrated."
 
 
 def model_card(trained: Any, f: CardFacts) -> str:
@@ -134,7 +159,9 @@ def model_card(trained: Any, f: CardFacts) -> str:
                     f"Exported by mednas-nni {f.versions['mednas_nni']} from run `{trained.run_dir.name}` on "
                     f"{time.strftime('%Y-%m-%d')}. Bundle files: "
                     + ", ".join(f"`{k}` ({_kb(v)})" for k, v in f.sizes.items())
-                    + f", `{PREPROCESSING_FILE}`, `{PARITY_FILE}`, `{MODEL_CARD_FILE}`.", ""]
+                    + f", `{PREPROCESSING_FILE}`, `{PARITY_FILE}`, `{MODEL_CARD_FILE}`."
+                    + (f" Bundle hash (`mednas predict` puts it in every record): `{f.bundle_hash}`."
+                       if f.bundle_hash else ""), ""]
     ood = "" if seg else "; it has no 'none of these' class"
     L += ["## Intended use and limits", "",
           "- **Research use only. This is not a medical device** and has not been validated for diagnosis, "
@@ -145,7 +172,7 @@ def model_card(trained: Any, f: CardFacts) -> str:
           "- The model was found by an automated architecture search with a small budget and trained for "
           f"{cfg.evaluator.epochs} epoch(s); compare its metrics with the {_baseline_name(task, seg)} below before "
           "trusting it.",
-          "- Probabilities are not calibrated.", ""]
+          *decision_lines(f.prep), _calibration_line(metrics), ""]
     params = {k: v for k, v in dict(cfg.data.params).items() if k != "root"}
     L += ["## Data", "",
           f"- Data set: **{info.name}** (`{cfg.data.name}` plugin, params `{json.dumps(params, default=str)}`).",
@@ -155,6 +182,8 @@ def model_card(trained: Any, f: CardFacts) -> str:
           + "; the search and training used train, model selection val, and the test split was used once for the "
           "numbers below.", ""]
     L += _metrics_section(trained, f, seg)
+    L += clinical_section(metrics, f.prep)
+    L += input_checks_section(f.prep)
     L += _checks_section(f, seg)
     L += ["## Size and speed", "",
           f"- Parameters: {f.params:,}", f"- FLOPs per image: {f.flops:,} ({f.flops / 2:,.0f} MACs; "

@@ -8,7 +8,7 @@ __all__ = ["metric_label", "higher_is_better", "metric_names", "baseline_of", "f
 
 _LABELS = {"acc": "ACC", "auc": "AUC", "balanced_acc": "balanced ACC", "f05": "F0.5", "f1": "F1", "dice": "Dice",
            "iou": "IoU", "miou": "mean IoU", "hd95": "HD95", "pixel_acc": "pixel accuracy",
-           "pixel_accuracy": "pixel accuracy"}
+           "pixel_accuracy": "pixel accuracy", "fbeta_positive": "F-beta (positive class)"}
 # Distances (smaller is better); every other metric of the built-in tasks is a score in [0, 1].
 _LOWER = ("hd95", "hausdorff", "distance", "loss", "asd")
 

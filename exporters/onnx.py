@@ -4,8 +4,9 @@
 network, its task, data set, architecture, config and metrics, already in memory) and writes ``out_dir``
 (``mednas export`` uses ``RUN_DIR/bundle``, the ``export`` section of a search config ``RUN_DIR/export``) with
 ``model.onnx``, optionally ``model.int8.onnx``, ``preprocessing.json``, ``parity.json`` and ``model_card.md`` (the
-layout: :mod:`mednas_nni.deploy.layout`), plus, for classification, Grad-CAM images of the winner in
-``RUN_DIR/gradcam/``. The task decides what the output means (``preprocessing.json`` ``output``, the model card
+layout: :mod:`mednas_nni.deploy.layout`), plus, for classification, Grad-CAM images of the winner in the bundle's
+``gradcam/`` (segmentation: the run's ``overlays.png``), linked from the model card by relative paths so that the
+bundle can be copied anywhere. The task decides what the output means (``preprocessing.json`` ``output``, the model card
 sentence) and how the model is scored; segmentation bundles output per-pixel logits and must give the same masks
 as PyTorch on the whole test split.
 
@@ -32,7 +33,8 @@ from typing import Any
 from pydantic import Field
 
 from mednas_nni.contracts import ExporterPlugin, PluginParams, TrainedModel
-from mednas_nni.deploy.layout import (MODEL_CARD_FILE, MODEL_FILE, MODEL_INT8_FILE, PARITY_FILE,
+from mednas_nni.deploy.bundle import bundle_hash
+from mednas_nni.deploy.layout import (GRADCAM_DIR, MODEL_CARD_FILE, MODEL_FILE, MODEL_INT8_FILE, PARITY_FILE,
                                       PREPROCESSING_FILE)
 from mednas_nni.errors import ExportError, MedNASError
 from mednas_nni.io import atomic_write_json, atomic_write_text, dir_mode
@@ -48,7 +50,7 @@ __all__ = ["ONNXExporterParams", "ONNXExporter", "export_onnx", "onnx_parity", "
 
 _logger = logging.getLogger(__name__)
 
-GRADCAM_DIR = "gradcam"
+OVERLAYS_FILE = "overlays.png"
 # Old private names, still imported by scripts written before the split.
 _stack_split, _run_session, _cpu_name = stack_split, run_session, cpu_name
 
@@ -118,7 +120,7 @@ class ONNXExporter(ExporterPlugin):
         atol: the export fails when max |logit difference| onnxruntime vs PyTorch on the test split exceeds it.
         calibration_images: training images for the int8 calibration.
         latency_runs: timed onnxruntime runs for the median batch-1 latency.
-        gradcam_per_class: Grad-CAM test images per class written to ``RUN_DIR/gradcam`` (0 = none;
+        gradcam_per_class: Grad-CAM test images per class written to the bundle's ``gradcam/`` (0 = none;
             classification only).
 
     Example::
@@ -152,34 +154,24 @@ class ONNXExporter(ExporterPlugin):
         t_start = time.perf_counter()
         out = Path(out_dir)
         _check_target(out)
-        run_dir = Path(trained.run_dir)
-        seg = str(getattr(trained.task, "name", "")) == "segmentation"
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        gtmp = None
-        if self.params.gradcam_per_class and not seg and run_dir.is_dir():
-            gtmp = Path(tempfile.mkdtemp(prefix=f".{GRADCAM_DIR}.tmp-", dir=run_dir))
         try:
-            report = self._export(trained, tmp, out, gtmp)
+            report = self._export(trained, tmp, out)
             os.chmod(tmp, dir_mode())   # mkdtemp makes 0700; the bundle gets a plain mkdir's mode (umask)
             _replace_dir(tmp, out)
-            if gtmp is not None and report["gradcam"].get("files"):
-                os.chmod(gtmp, dir_mode())
-                _replace_dir(gtmp, run_dir / GRADCAM_DIR)
-            elif gtmp is not None:
-                shutil.rmtree(gtmp, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-            if gtmp is not None:
-                shutil.rmtree(gtmp, ignore_errors=True)
             raise
         report["seconds"] = time.perf_counter() - t_start
         report["files"] = {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()}
+        if report["gradcam"].get("files"):
+            report["gradcam"]["dir"] = os.path.normpath(out / report["gradcam"]["dir"])
         _logger.info("bundle written to %s in %.1f s", out, report["seconds"])
         return report
 
     # -- the steps, all writing into tmp
-    def _export(self, trained: TrainedModel, tmp: Path, out: Path, gtmp: Path | None) -> dict[str, Any]:
+    def _export(self, trained: TrainedModel, tmp: Path, out: Path) -> dict[str, Any]:
         p, info, task = self.params, trained.info, trained.task
         model = _cpu_model(trained.model)
         work = TrainedModel(model=model, task=task, dataset=trained.dataset, sample=trained.sample,
@@ -191,7 +183,10 @@ class ONNXExporter(ExporterPlugin):
 
         # 1. model.onnx + preprocessing.json, then parity (same tensors, end to end, masks) and the task's metrics
         onnx_path = export_onnx(model, tmp / MODEL_FILE, shape, p.opset)
-        prep = build_preprocessing(task, info, channels, (height, width), is_gray_source(raw_test), p.int8)
+        train_raw, _ = trained.dataset.arrays("train")
+        prep = build_preprocessing(task, info, channels, (height, width), is_gray_source(raw_test), p.int8,
+                                   train_raw=train_raw if tuple(train_raw.shape[1:3]) == (height, width) else None,
+                                   metrics=trained.metrics)
         prep.write(tmp / PREPROCESSING_FILE)
         parity, ref, got = check_parity(work, onnx_path, tmp, x_test, raw_test, atol=p.atol, opset=p.opset, out=out)
 
@@ -216,40 +211,49 @@ class ONNXExporter(ExporterPlugin):
             latency["int8"] = {"threads_1": measure_ort_latency(tmp / MODEL_INT8_FILE, one, p.latency_runs, 1),
                                "threads_default": measure_ort_latency(tmp / MODEL_INT8_FILE, one, p.latency_runs, 0)}
 
-        # 4. explanations: Grad-CAM (classification), into a temporary folder of the run directory
-        explanations = self._explanations(work, prep, gtmp)
+        # 4. explanations: Grad-CAM (classification) or the run's overlays (segmentation), inside the bundle
+        explanations = self._explanations(work, prep, tmp)
 
         # 5. parity.json and model_card.md
         atomic_write_json(tmp / PARITY_FILE, parity)
         sizes = {MODEL_FILE: (tmp / MODEL_FILE).stat().st_size}
         if p.int8:
             sizes[MODEL_INT8_FILE] = (tmp / MODEL_INT8_FILE).stat().st_size
+        digest = bundle_hash(tmp)
         facts = CardFacts(parity=parity, prep=prep, shape=shape, params=params, flops=flops, latency=latency,
                           sizes=sizes, versions=versions(), int8=int8, description=_describe(trained),
-                          explanations=explanations)
+                          explanations=explanations, bundle_hash=digest)
         atomic_write_text(tmp / MODEL_CARD_FILE, model_card(work, facts))
         gradcam = {"dir": explanations.get("dir"), "layer": explanations.get("layer"),
                    "files": [g["file"] if isinstance(g, dict) else g for g in explanations.get("files", [])],
                    **({"skipped": explanations["skipped"]} if "skipped" in explanations else {})}
         return {"exporter": self.name, "params": p.model_dump(), "run_dir": str(trained.run_dir), "bundle": str(out),
+                "bundle_hash": digest,
                 "dataset": info.name, "task": prep.task, "task_type": task_type(info), "parity": parity,
                 "params_count": params, "flops": flops, "latency": latency, "gradcam": gradcam}
 
-    def _explanations(self, trained: TrainedModel, prep: Any, gtmp: Path | None) -> dict[str, Any]:
+    def _explanations(self, trained: TrainedModel, prep: Any, bundle_tmp: Path) -> dict[str, Any]:
+        """Pictures for the model card, written into the bundle; ``dir`` is relative to the bundle."""
         if prep.segmentation:
-            overlays = trained.run_dir / "overlays.png"
+            overlays = Path(trained.run_dir) / OVERLAYS_FILE
             if overlays.is_file():
-                return {"method": "Validation overlays of the run (image / truth / prediction)",
-                        "dir": str(trained.run_dir), "files": [overlays.name]}
+                shutil.copyfile(overlays, bundle_tmp / OVERLAYS_FILE)
+                return {"method": "Validation overlays of the run (image / truth / prediction)", "dir": ".",
+                        "files": [OVERLAYS_FILE]}
             return {"files": [], "skipped": "Grad-CAM is for classification; the run has no overlays.png"}
-        if gtmp is None:
+        if not self.params.gradcam_per_class:
             return {"files": [], "skipped": "gradcam_per_class = 0"}
         from mednas_nni.explain import write_gradcam
 
         try:
-            g = write_gradcam(trained.model, trained.dataset, gtmp, per_class=self.params.gradcam_per_class)
+            out = prep.output
+            g = write_gradcam(trained.model, trained.dataset, bundle_tmp / GRADCAM_DIR,
+                              per_class=self.params.gradcam_per_class,
+                              positive=out.positive_class.index if out.positive_class else None,
+                              threshold=out.threshold)
         except MedNASError as e:
             _logger.warning("Grad-CAM skipped: %s", e)
+            shutil.rmtree(bundle_tmp / GRADCAM_DIR, ignore_errors=True)
             return {"files": [], "skipped": str(e)}
-        g["dir"] = str(trained.run_dir / GRADCAM_DIR)
+        g["dir"] = GRADCAM_DIR
         return g

@@ -107,11 +107,15 @@ def _table(records: list[dict[str, Any]]) -> str:
     rows = []
     for r in records:
         name = r["file"] + (f"[{r['index']}]" if "index" in r else "")
-        if "probabilities" in r:
+        if "error" in r:
+            rows.append((name, "ERROR", r["error"]))
+        elif "probabilities" in r:
             probs = "  ".join(f"{k}={v:.4f}" for k, v in r["probabilities"].items())
             rows.append((name, r["class"], probs))
         else:
             rows.append((name, r.get("mask", ""), ", ".join(f"{k}={v}" for k, v in r["class_pixels"].items())))
+        for reason in r.get("ood_reasons", []):
+            rows.append(("", "", f"OUT OF DISTRIBUTION: {reason}"))
         for note in r.get("notes", []):
             rows.append(("", "", f"note: {note}"))
     w0 = max([len("file")] + [len(a) for a, _, _ in rows])
@@ -123,15 +127,29 @@ def _table(records: list[dict[str, Any]]) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .deploy import Bundle, predict_files
 
+    if not getattr(args, "debug", False):  # pydicom logs each oddity of a damaged file; the record says what failed
+        logging.getLogger("pydicom").setLevel(logging.ERROR)
     bundle = Bundle(args.bundle, int8=args.int8, threads=args.threads)
-    records = predict_files(bundle, args.inputs, out=args.out, mask_dir=args.mask_dir)
+    records = predict_files(bundle, args.inputs, out=args.out, mask_dir=args.mask_dir,
+                            skip_errors=args.skip_errors)
     if args.format == "table":
         print(_table(records))
     else:
         for r in records:
             print(json.dumps(r))
-    if args.out:
-        print(f"mednas: wrote {len(records)} prediction(s) to {args.out}", file=sys.stderr)
+    for r in records:  # never a silent answer: each flagged record gets a warning line
+        name = r["file"] + (f"[{r['index']}]" if "index" in r else "")
+        if r.get("ood"):
+            print(f"mednas: warning: {name}: out of distribution for this bundle: {'; '.join(r['ood_reasons'])}",
+                  file=sys.stderr)
+        elif "error" in r:
+            print(f"mednas: skipped: {r['error']}", file=sys.stderr)
+    errors = sum("error" in r for r in records)
+    ood = sum(bool(r.get("ood")) for r in records)
+    if args.out or errors or ood:
+        where = f" to {args.out}" if args.out else ""
+        print(f"mednas: wrote {len(records)} prediction record(s){where} ({ood} out of distribution, {errors} "
+              "unreadable)", file=sys.stderr)
     return 0
 
 
@@ -159,18 +177,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
-        "predict", help="run a bundle on image files (onnxruntime only)",
-        description="Classify or segment INPUT files with an exported bundle (segmentation bundles write one "
-                    "mask PNG per image, pixel value = class index): PNG/JPEG/BMP/TIFF, .npy/.npz (an image or a "
-                    "stack, channels last), DICOM, NIfTI/MHA/NRRD (middle slice of a volume). Prints one JSON line "
-                    "per image (or a table); --out writes all predictions as JSON. Needs only numpy, onnxruntime "
-                    "and Pillow (+ pydicom / SimpleITK for DICOM / NIfTI).")
+        "predict", help="run a bundle on image files, folders, DICOM series or globs (onnxruntime only)",
+        description="Classify or segment INPUTs with an exported bundle (segmentation bundles write one mask PNG "
+                    "per image, pixel value = class index). An INPUT is a file (PNG/JPEG/BMP/TIFF, .npy/.npz: an "
+                    "image or a stack, channels last; DICOM with its Modality and VOI LUTs applied; NIfTI/MHA/NRRD: "
+                    "the middle slice of a volume), a folder (walked recursively; a DICOM series in it is one "
+                    "input, its middle slice) or a quoted glob ('scans/**/*.dcm'). Prints one JSON line per image "
+                    "(or a table); --out writes all records as JSON. Every record carries the bundle's hash, the "
+                    "DICOM SOPInstanceUID, and an out-of-distribution flag with its reasons (DICOM Modality, "
+                    "volume, colour or image statistics unlike the training images), also warned about on "
+                    "stderr. Needs only numpy, onnxruntime and Pillow (+ pydicom / SimpleITK for DICOM / NIfTI).")
     p.add_argument("bundle", metavar="BUNDLE")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("--out", metavar="FILE.json", help="write the predictions as JSON")
     p.add_argument("--format", choices=["jsonl", "table"], default="jsonl", help="stdout format (default jsonl)")
     p.add_argument("--int8", action="store_true", help="run model.int8.onnx")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (default: all)")
+    p.add_argument("--skip-errors", dest="skip_errors", action="store_true",
+                   help="an unreadable input gets a record with 'error' and the others are predicted (default: "
+                        "stop with one line naming the file, exit 2, nothing written)")
     p.add_argument("--mask-dir", dest="mask_dir", metavar="DIR",
                    help="segmentation bundles: folder for the mask PNGs (default: next to --out, else ./masks)")
     p.set_defaults(func=cmd_predict)

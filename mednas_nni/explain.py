@@ -122,7 +122,7 @@ def _figure(raw: np.ndarray, heat: np.ndarray, title: str) -> Any:
 
 
 def write_gradcam(model: nn.Module, dataset: Any, out_dir: str | Path, per_class: int = 2,
-                  split: str = "test") -> dict[str, Any]:
+                  split: str = "test", positive: int | None = None, threshold: float = 0.5) -> dict[str, Any]:
     """Write Grad-CAM PNGs for ``per_class`` images of each class of ``split`` into ``out_dir``.
 
     Classification only (a segmentation data set raises :class:`ExportError`). Single-label tasks explain the
@@ -136,6 +136,8 @@ def write_gradcam(model: nn.Module, dataset: Any, out_dir: str | Path, per_class
         out_dir: folder to write into (created).
         per_class: images per class (the first ones of the split, so the choice is reproducible).
         split: the split to draw images from.
+        positive, threshold: a binary classifier's positive class and operating threshold: the prediction is
+            ``positive`` when its probability is at least ``threshold`` (what the bundle decides), else argmax.
 
     Returns:
         ``{"layer": ..., "files": [{"file", "index", "true", "predicted", "probability", "explained"}, ...]}``.
@@ -164,7 +166,12 @@ def write_gradcam(model: nn.Module, dataset: Any, out_dir: str | Path, per_class
         with torch.no_grad():
             logits = model(x)
         probs = (torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)).numpy()
-        targets = [c] * len(idx) if multilabel else [int(p.argmax()) for p in probs]
+        if multilabel:
+            targets = [c] * len(idx)
+        elif positive is not None and probs.shape[1] == 2:
+            targets = [positive if p[positive] >= threshold else 1 - positive for p in probs]
+        else:
+            targets = [int(p.argmax()) for p in probs]
         maps = gradcam_maps(model, x, layer, targets)
         for j, i in enumerate(idx):
             if multilabel:
@@ -173,7 +180,9 @@ def write_gradcam(model: nn.Module, dataset: Any, out_dir: str | Path, per_class
             else:
                 true, pred = info.label_names[int(y[i].reshape(-1)[0])], info.label_names[targets[j]]
             p = float(probs[j][targets[j]])
-            title = (f"{info.name} {split} #{int(i)} | true: {true} | predicted: {pred} (p={p:.2f})\n"
+            rule = (f", threshold p({info.label_names[positive]}) >= {threshold:.2f}"
+                    if positive is not None and not multilabel else "")
+            title = (f"{info.name} {split} #{int(i)} | true: {true} | predicted: {pred} (p={p:.2f}{rule})\n"
                      f"Grad-CAM of '{info.label_names[targets[j]]}' at {layer}")
             safe = "".join(ch if ch.isalnum() else "_" for ch in cname)[:40]
             name = f"class{c}_{safe}_{split}{int(i)}.png"

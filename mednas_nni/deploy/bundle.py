@@ -5,7 +5,9 @@ Imports only numpy, onnxruntime, pydantic and PIL (never torch or nni), so a bun
 """
 from __future__ import annotations
 
+import hashlib
 import os
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +15,11 @@ import numpy as np
 
 from ..errors import DataError
 from ._util import one_line
-from .layout import MODEL_FILE, MODEL_INT8_FILE, PREPROCESSING_FILE
+from .image import InputImage
+from .layout import HASHED_FILES, MODEL_FILE, MODEL_INT8_FILE, PREPROCESSING_FILE
 from .preprocessing import Preprocessing, preprocess
-from .readers import InputImage
 
-__all__ = ["Bundle", "softmax", "sigmoid", "masks_from_logits"]
+__all__ = ["Bundle", "bundle_hash", "softmax", "sigmoid", "masks_from_logits"]
 
 
 def softmax(z: np.ndarray, axis: int = 1) -> np.ndarray:
@@ -43,6 +45,17 @@ def masks_from_logits(logits: np.ndarray, activation: str = "softmax", threshold
     if activation == "sigmoid" or logits.shape[1] == 1:
         return (sigmoid(logits[:, 0]) >= float(threshold)).astype(np.uint8)
     return np.argmax(logits, axis=1).astype(np.uint8)
+
+
+def bundle_hash(folder: str | os.PathLike) -> str:
+    """``sha256:<hex>`` over the bundle files that decide its answers (``model.onnx``, ``model.int8.onnx`` when
+    present, ``preprocessing.json``: name and SHA-256 of each, in that order); the model card is not part of it."""
+    h = hashlib.sha256()
+    for name in HASHED_FILES:
+        f = Path(folder) / name
+        if f.is_file():
+            h.update(name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).hexdigest().encode() + b"\n")
+    return f"sha256:{h.hexdigest()}"
 
 
 class Bundle:
@@ -127,6 +140,11 @@ class Bundle:
     @property
     def label_names(self) -> list[str]:
         return list(self.prep.output.label_names)
+
+    @cached_property
+    def hash(self) -> str:
+        """The bundle's hash (:func:`bundle_hash`), carried by every prediction record."""
+        return bundle_hash(self.path)
 
     # -- inference
     def preprocess(self, img: InputImage) -> np.ndarray:

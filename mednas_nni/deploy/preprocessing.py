@@ -5,9 +5,15 @@ back with :meth:`Preprocessing.read`, so writer and reader cannot drift apart. V
 naming the file and the field (``preprocessing.json: input.channels: expected ..., got ...``).
 
 Steps of :func:`preprocess` (the same for every task): images that are not ``uint8`` (16-bit PNG, DICOM, NIfTI,
-float arrays) are min-max scaled to 0..255 (a constant image becomes 0); gray<->RGB conversion only where
-``channel_conversion`` allows it; bilinear resize (PIL) to the input size; ``x * scale`` (1/255) and
-``(x - mean[c]) / std[c]``. Standard library, numpy, pydantic and PIL only (no torch).
+float arrays) are min-max scaled to 0..255 (a constant image becomes 0; a DICOM with a VOI window maps the
+window's range instead); gray<->RGB conversion only where ``channel_conversion`` allows it; bilinear resize (PIL)
+to the input size; ``x * scale`` (1/255) and ``(x - mean[c]) / std[c]``. Standard library, numpy, pydantic and
+PIL only (no torch).
+
+Besides the steps, the file records the decision rule (``output``: the positive class and the operating
+threshold of a binary classifier) and, from format version 3, what the model expects to see (``acquisition``:
+modality, DICOM Modality codes, colour, size) and per-image statistics of the training images
+(``input_statistics``), which :mod:`~mednas_nni.deploy.ood` compares every input with.
 """
 from __future__ import annotations
 
@@ -22,10 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..errors import DataError
 from ._util import one_line
 from .layout import BUNDLE_FORMAT, BUNDLE_VERSION, INPUT_NAME, MODEL_FILE, OUTPUT_NAME, PREPROCESSING_FILE
-from .readers import InputImage
+from .image import InputImage
 
-__all__ = ["InputSpec", "ResizeSpec", "ChannelConversion", "IntensitySpec", "OutputSpec", "Preprocessing",
-           "preprocess"]
+__all__ = ["InputSpec", "ResizeSpec", "ChannelConversion", "IntensitySpec", "PositiveClass", "OperatingPoint",
+           "OutputSpec", "AcquisitionSpec", "FeatureRange", "InputStatistics", "Preprocessing", "prepare_pixels",
+           "normalize", "preprocess"]
 
 # ITU-R 601-2 luma, the weights PIL uses for RGB -> L.
 _LUMA = np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
@@ -75,13 +82,32 @@ class IntensitySpec(_Section):
     std: list[float]
     formula: str = "x[c] = (pixel[c] * scale - mean[c]) / std[c]"
     non_uint8: str = ("images that are not 8-bit (16-bit PNG, DICOM, NIfTI, float arrays) are min-max scaled to "
-                      "0..255 first; a constant image becomes 0")
+                      "0..255 first (a DICOM with a VOI window: the window's output range); a constant image "
+                      "becomes 0")
 
     @model_validator(mode="after")
     def _nonzero_std(self) -> IntensitySpec:
         if any(s == 0 for s in self.std):
             raise ValueError(f"expected non-zero std values, got std {self.std}")
         return self
+
+
+class PositiveClass(_Section):
+    """``output.positive_class``: the class a binary decision is about (e.g. ``malignant``)."""
+
+    index: int = Field(ge=0)
+    name: str
+
+
+class OperatingPoint(_Section):
+    """``output.operating_point``: the probability threshold on the positive class, chosen on validation data."""
+
+    model_config = ConfigDict(extra="allow")
+
+    rule: str
+    threshold: float = Field(ge=0.0, le=1.0)
+    chosen_on: str = "val"
+    min_sensitivity: float | None = None
 
 
 class OutputSpec(BaseModel):
@@ -96,6 +122,49 @@ class OutputSpec(BaseModel):
     threshold: float = 0.5
     num_classes: int | None = Field(None, ge=1)
     label_names: list[str] = Field(min_length=1)
+    positive_class: PositiveClass | None = None
+    operating_point: OperatingPoint | None = None
+
+    @model_validator(mode="after")
+    def _positive_is_a_label(self) -> OutputSpec:
+        pc = self.positive_class
+        if pc is not None and (pc.index >= len(self.label_names) or self.label_names[pc.index] != pc.name):
+            raise ValueError(f"positive_class: expected one of the label names at its index "
+                             f"({self.label_names}), got {pc.name!r} at index {pc.index}")
+        return self
+
+
+class AcquisitionSpec(_Section):
+    """``acquisition``: what the training images were, so that inputs from elsewhere are flagged (:mod:`.ood`)."""
+
+    modality: str = ""
+    dicom_modalities: list[str] = Field(default_factory=list)
+    color: Literal["gray", "rgb"]
+    height: int = Field(ge=1)
+    width: int = Field(ge=1)
+    from_volumes: bool = False
+    description: str = ""
+
+
+class FeatureRange(_Section):
+    """One image statistic over the training images and the range an input may have (``low``..``high``)."""
+
+    low: float
+    high: float
+    p0_5: float
+    median: float
+    p99_5: float
+
+
+class InputStatistics(_Section):
+    """``input_statistics``: per-image statistics of the training images (at the model's size, 0..255)."""
+
+    computed_on: str
+    images: int = Field(ge=1)
+    features: dict[str, FeatureRange]
+    rule: str = ("an input is out of distribution when a statistic lies outside [low, high] = the training "
+                 "images' [0.5th, 99.5th] percentiles widened by 10 % of their span (at least 2 grey levels, "
+                 "0.02 for fractions) on each side")
 
 
 class Preprocessing(_Section):
@@ -118,6 +187,8 @@ class Preprocessing(_Section):
     channel_conversion: ChannelConversion = Field(default_factory=ChannelConversion)
     intensity: IntensitySpec
     output: OutputSpec
+    acquisition: AcquisitionSpec | None = None
+    input_statistics: InputStatistics | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -213,6 +284,9 @@ def _to_channels_last_float(img: InputImage) -> tuple[np.ndarray, bool]:
     a = arr.astype(np.float64)
     if not np.isfinite(a).all():
         raise DataError(f"{img.name}: expected finite pixel values, got NaN or inf")
+    if img.value_range is not None:  # a DICOM VOI LUT's output range: mapped as a viewer would show it
+        lo, hi = img.value_range
+        return (np.clip((a - lo) / (hi - lo), 0.0, 1.0) * 255.0).astype(np.float32), False
     lo, hi = float(a.min()), float(a.max())
     if hi > lo:
         a = (a - lo) / (hi - lo) * 255.0
@@ -256,6 +330,24 @@ def _resize(img: InputImage, a: np.ndarray, height: int, width: int, uint8: bool
     return np.stack(out, axis=-1)
 
 
+def prepare_pixels(img: InputImage, prep: Preprocessing, source: str = PREPROCESSING_FILE) -> np.ndarray:
+    """Steps 1-3 of :func:`preprocess`: ``(H, W, C)`` float32 in 0..255 at the model's size (what the
+    out-of-distribution statistics are computed on, like the training images)."""
+    inp = prep.input
+    a, uint8 = _to_channels_last_float(img)
+    a = _convert_channels(img, a, inp.channels, prep.channel_conversion, source)
+    return _resize(img, a, inp.height, inp.width, uint8 and bool(np.array_equal(a, np.rint(a))))
+
+
+def normalize(a: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """Step 4 of :func:`preprocess`: ``(H, W, C)`` 0..255 -> the model input ``(C, H, W)`` float32."""
+    norm = prep.intensity
+    mean = np.asarray(norm.mean, dtype=np.float32).reshape(1, 1, -1)
+    std = np.asarray(norm.std, dtype=np.float32).reshape(1, 1, -1)
+    x = (a * np.float32(norm.scale) - mean) / std
+    return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
+
+
 def preprocess(img: InputImage, prep: Preprocessing | dict[str, Any], source: str = PREPROCESSING_FILE
                ) -> np.ndarray:
     """Apply a bundle's preprocessing to one image; returns ``(C, H, W)`` float32 (steps: module docstring).
@@ -270,12 +362,4 @@ def preprocess(img: InputImage, prep: Preprocessing | dict[str, Any], source: st
     """
     if not isinstance(prep, Preprocessing):
         prep = Preprocessing.from_dict(prep, source)
-    inp = prep.input
-    a, uint8 = _to_channels_last_float(img)
-    a = _convert_channels(img, a, inp.channels, prep.channel_conversion, source)
-    a = _resize(img, a, inp.height, inp.width, uint8 and bool(np.array_equal(a, np.rint(a))))
-    norm = prep.intensity
-    mean = np.asarray(norm.mean, dtype=np.float32).reshape(1, 1, -1)
-    std = np.asarray(norm.std, dtype=np.float32).reshape(1, 1, -1)
-    x = (a * np.float32(norm.scale) - mean) / std
-    return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
+    return normalize(prepare_pixels(img, prep, source), prep)

@@ -7,44 +7,32 @@ lazily for DICOM / NIfTI / MHA inputs: the ``io`` extra). Never imports torch.
   ``(N, H, W, C)``; a last axis of length <= 4 is read as channels (1 or 3 are usable). A ``.npz`` must hold
   one array, or one named ``image`` / ``images``. Channels-first arrays are not guessed: a ``(3, 28, 28)``
   array is read as three gray images. Arrays are loaded with ``allow_pickle=False``.
-* DICOM (pydicom ``dcmread``): ``pixel_array``; a multi-frame file gives its middle frame; MONOCHROME1 is
-  inverted so that bright means dense, as for MONOCHROME2.
+* DICOM (:mod:`~mednas_nni.deploy.dicom`): pydicom with the Modality and VOI LUTs applied; a multi-frame file
+  gives its middle frame; MONOCHROME1 is inverted so that bright means dense, as for MONOCHROME2.
 * NIfTI / MHA / MHD / NRRD (SimpleITK): a 3-D volume ``(Z, Y, X)`` gives its middle slice along Z (the slowest
   axis of the file; no reorientation), a 4-D series its first volume's middle slice; the record says so.
+
+Folders, DICOM series and globs are expanded into these files by :mod:`~mednas_nni.deploy.inputs`.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
 from ._util import one_line, suffix
+from .image import InputImage
 
 __all__ = ["IMAGE_SUFFIXES", "ARRAY_SUFFIXES", "DICOM_SUFFIXES", "VOLUME_SUFFIXES", "SUPPORTED_SUFFIXES",
-           "InputImage", "read_images"]
+           "InputImage", "read_images", "is_dicom_file"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ARRAY_SUFFIXES = (".npy", ".npz")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
 SUPPORTED_SUFFIXES = IMAGE_SUFFIXES + ARRAY_SUFFIXES + DICOM_SUFFIXES + VOLUME_SUFFIXES
-
-
-@dataclass
-class InputImage:
-    """One 2-D image read from a file: ``pixels`` is ``(H, W)`` or ``(H, W, C)`` in its source dtype."""
-
-    source: str
-    index: int | None
-    pixels: np.ndarray
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return self.source if self.index is None else f"{self.source}[{self.index}]"
 
 
 def _read_pil(path: Path) -> list[InputImage]:
@@ -112,35 +100,13 @@ def _read_numpy(path: Path) -> list[InputImage]:
 
 
 def _read_dicom(path: Path) -> list[InputImage]:
+    from .dicom import read_dicom
+
     try:
-        import pydicom
-        from pydicom.errors import InvalidDicomError
-    except ImportError:
-        raise DataError(f"{path}: reading DICOM needs pydicom; expected it installed "
-                        "(pip install 'mednas-nni[io]'), got ImportError") from None
-    try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, EOFError, ValueError) as e:
-        raise DataError(f"{path}: expected a DICOM file, got an unreadable file ({one_line(e)})") from None
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise DataError(f"{path}: DICOM without pixel data; expected an image (PixelData element), got none "
-                        f"(SOP class {getattr(ds, 'SOPClassUID', '?')})")
-    try:
-        arr = np.asarray(ds.pixel_array)
-    except Exception as e:  # noqa: BLE001 - pydicom raises many types for unsupported/compressed pixel data
-        raise DataError(f"{path}: DICOM pixel data cannot be decoded; expected uncompressed or a transfer syntax "
-                        f"with an installed decoder, got {one_line(e)}") from None
-    notes: list[str] = []
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    rgb = getattr(ds, "SamplesPerPixel", 1) == 3
-    if frames > 1:
-        k = frames // 2
-        arr = arr[k]
-        notes.append(f"multi-frame DICOM ({frames} frames): used the middle frame {k}")
-    if not rgb and str(getattr(ds, "PhotometricInterpretation", "")) == "MONOCHROME1":
-        arr = arr.max() - arr
-        notes.append("MONOCHROME1 inverted")
-    return [InputImage(str(path), None, arr, notes)]
+        return [read_dicom(path)]
+    except DataError as e:
+        msg = str(e)
+        raise DataError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
 
 
 def _read_volume(path: Path) -> list[InputImage]:
@@ -159,6 +125,7 @@ def _read_volume(path: Path) -> list[InputImage]:
     comps = img.GetNumberOfComponentsPerPixel()
     spatial = arr.ndim - (1 if comps > 1 else 0)
     notes: list[str] = []
+    z = 1
     if spatial == 4:
         arr = arr[0]
         spatial = 3
@@ -171,7 +138,18 @@ def _read_volume(path: Path) -> list[InputImage]:
     if spatial not in (2, 3) or (comps > 1 and comps not in (1, 3)):
         raise DataError(f"{path}: expected a 2-D image or a 3-D/4-D volume with 1 or 3 components, got size "
                         f"{img.GetSize()} with {comps} components")
-    return [InputImage(str(path), None, arr, notes)]
+    return [InputImage(str(path), None, arr, notes, from_volume=spatial == 3 and z > 1)]
+
+
+def is_dicom_file(path: Path) -> bool:
+    """A ``.dcm``/``.dicom`` file, or a file of another name with the DICOM preamble (``DICM`` at byte 128)."""
+    if suffix(path) in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
 
 
 def read_images(path: str | os.PathLike) -> list[InputImage]:
@@ -193,9 +171,7 @@ def read_images(path: str | os.PathLike) -> list[InputImage]:
         return _read_dicom(p)
     if suf in VOLUME_SUFFIXES:
         return _read_volume(p)
-    with open(p, "rb") as fh:
-        head = fh.read(132)
-    if head[128:132] == b"DICM":  # DICOM files often have no suffix
+    if is_dicom_file(p):  # DICOM files often have no suffix
         return _read_dicom(p)
     raise DataError(f"{p}: unsupported input file type '{suf or '(no suffix)'}'; expected one of "
                     f"{', '.join(SUPPORTED_SUFFIXES)} or a DICOM file")

@@ -65,8 +65,60 @@ def _train_steps(model, task, dataset, steps: int, batch_size: int, seed: int) -
     model.eval()
 
 
+def _probabilities(model, dataset, split: str) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    ds = dataset.dataset(split)
+    x = torch.stack([ds[i]["image"] for i in range(len(ds))]).float()
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1).numpy()
+    return p, dataset.arrays(split)[1].reshape(-1)
+
+
+def clinical_keys(model, dataset, positive: int = 0, seed: int = 0) -> dict:
+    """The keys the metrics half of issue #12 writes into ``metrics.json`` (``positive_class``,
+    ``operating_point``; in ``test``: ``confusion_matrix``, ``per_class``, ``fbeta_positive``, ``ci95``,
+    ``calibration``), computed here with scikit-learn from the model's real probabilities: the threshold by
+    Youden's J on val, applied to test; 200 seeded bootstrap resamples for the CIs of ACC and AUC."""
+    from sklearn.metrics import brier_score_loss, confusion_matrix, fbeta_score, roc_auc_score, roc_curve
+
+    names = dataset.info.label_names
+    pv, yv = _probabilities(model, dataset, "val")
+    fpr, tpr, thr = roc_curve(yv == positive, pv[:, positive])
+    threshold = float(np.clip(thr[int(np.argmax(tpr - fpr))], 0.0, 1.0))
+    pt, yt = _probabilities(model, dataset, "test")
+    pred = np.where(pt[:, positive] >= threshold, positive, 1 - positive)
+    cm = confusion_matrix(yt, pred, labels=[0, 1])
+    per_class = {}
+    for c, name in enumerate(names):
+        tp, fn = cm[c, c], cm[c].sum() - cm[c, c]
+        fp, tn = cm[:, c].sum() - cm[c, c], cm.sum() - cm[c].sum() - cm[:, c].sum() + cm[c, c]
+        per_class[name] = {"sensitivity": tp / max(tp + fn, 1), "specificity": tn / max(tn + fp, 1),
+                           "ppv": tp / max(tp + fp, 1), "npv": tn / max(tn + fn, 1),
+                           "f1": 2 * tp / max(2 * tp + fp + fn, 1), "support": int(tp + fn)}
+    rng = np.random.default_rng(seed)
+    boot = {"acc": [], "auc": []}
+    for _ in range(200):
+        i = rng.integers(0, len(yt), len(yt))
+        if len(np.unique(yt[i])) == 2:
+            boot["acc"].append(float((pt[i].argmax(1) == yt[i]).mean()))  # test.acc is argmax accuracy
+            boot["auc"].append(float(roc_auc_score(yt[i] == positive, pt[i, positive])))
+    bins = np.minimum((pt.max(1) * 10).astype(int), 9)
+    conf, hit = pt.max(1), pt.argmax(1) == yt
+    ece = sum(abs(conf[bins == b].mean() - hit[bins == b].mean()) * (bins == b).mean() for b in range(10)
+              if (bins == b).any())
+    test = {"confusion_matrix": cm.tolist(), "per_class": per_class,
+            "fbeta_positive": float(fbeta_score(yt, pred, beta=0.5, pos_label=positive, zero_division=0.0)),
+            "ci95": {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in boot.items()},
+            "calibration": {"brier": float(brier_score_loss(yt == positive, pt[:, positive])), "ece": float(ece),
+                            "n_bins": 10}}
+    return {"positive_class": {"index": positive, "name": names[positive]},
+            "operating_point": {"rule": "youden", "min_sensitivity": None, "threshold": threshold,
+                                "chosen_on": "val"}, "test": test}
+
+
 def write_run(root: Path, config: Path | None, overrides: list[str], *, steps: int = 12, batch_size: int = 32,
-              seed: int = 0) -> Path:
+              seed: int = 0, clinical: bool = False) -> Path:
     """A finished run directory, written without a search (what ``run_search`` leaves behind at ``done``)."""
     import torch
     from torch.utils.data import DataLoader
@@ -97,6 +149,10 @@ def write_run(root: Path, config: Path | None, overrides: list[str], *, steps: i
                "params": int(sum(p.numel() for p in model.parameters())),
                "search": {"evaluated": 1, "failed": 0, "pruned": 0, "seconds": 0.0},
                "retrain": {"epochs": 1, "seconds": 0.0}, "device": "cpu", "seed": seed}
+    if clinical:
+        extra = clinical_keys(model, ctx.dataset, seed=seed)
+        metrics["test"].update(extra.pop("test"))
+        metrics.update(extra)
     atomic_write_json(rd / RunDir.METRICS, metrics)
     rd.set_status(phase="done")
     return rd.path
@@ -113,11 +169,12 @@ def load(run_dir: Path):
 # ---------------------------------------------------------------------------------------- classification
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """A finished run directory: an ``mstf_cell`` network trained a few steps on the bundled BreastMNIST 28x28."""
+    """A finished run directory: an ``mstf_cell`` network trained a few steps on the bundled BreastMNIST 28x28,
+    whose ``metrics.json`` has the clinical keys (:func:`clinical_keys`; malignant is the positive class)."""
     if "run" not in _CACHE:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _CACHE["run"] = write_run(tmp_path_factory.mktemp("runs"), None, CLS_OVERRIDES)
+            _CACHE["run"] = write_run(tmp_path_factory.mktemp("runs"), None, CLS_OVERRIDES, clinical=True)
     return _CACHE["run"]
 
 

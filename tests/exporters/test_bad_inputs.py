@@ -183,7 +183,7 @@ def test_bundle_files_that_disagree(exported, tmp_path, capsys):
     (lambda p: p["output"].update(activation="relu"), r"preprocessing\.json: output\.activation: expected "
                                                       r"'softmax' or 'sigmoid', got 'relu'"),
     (lambda p: p["output"].update(label_names=[]), r"preprocessing\.json: output\.label_names: .*got \[\]"),
-    (lambda p: p.update(version=99), r"preprocessing\.json: expected format 'mednas-bundle' version <= 2, got "
+    (lambda p: p.update(version=99), r"preprocessing\.json: expected format 'mednas-bundle' version <= 3, got "
                                      r"'mednas-bundle' version 99"),
     (lambda p: p.pop("input"), r"preprocessing\.json: input: expected a value, got none"),
     (lambda p: p["input"].update(colour="gray"), r"preprocessing\.json: input\.colour: unknown field"),

@@ -45,23 +45,24 @@ def test_bundle_of_a_real_run(exported, tiny_run):
     """The bundle of a real (tiny) mstf_cell run on BreastMNIST: files, parity, metrics from the task, card."""
     out, report = exported
     names = {p.name for p in out.iterdir()}
-    assert names == {"model.onnx", "model.int8.onnx", "preprocessing.json", "model_card.md", "parity.json"}
+    assert names == {"model.onnx", "model.int8.onnx", "preprocessing.json", "model_card.md", "parity.json",
+                     "gradcam"}
     parity = json.loads((out / "parity.json").read_text())
     assert parity["passed"] and parity["max_abs_diff_logits"] <= 1e-4 and parity["max_abs_diff_end_to_end"] <= 1e-4
     assert parity["images"] == 156  # the whole BreastMNIST test split
-    assert set(parity["metrics"]["pytorch"]) == {"acc", "auc", "balanced_acc", "f05"}  # the task's metrics
+    assert {"acc", "auc", "balanced_acc", "f05"} <= set(parity["metrics"]["pytorch"])  # the task's metrics
     assert parity["metrics"]["pytorch"]["acc"] == pytest.approx(parity["metrics"]["onnxruntime_fp32"]["acc"])
     assert parity["argmax_agreement"] == 1.0 and parity["task"] == "classification"
     # metrics.json of the run was computed by the task on the same test split
-    run_test = json.loads((tiny_run / "metrics.json").read_text())["test"]
-    assert parity["metrics"]["pytorch"]["auc"] == pytest.approx(run_test["auc"], abs=1e-6)
+    run_metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert parity["metrics"]["pytorch"]["auc"] == pytest.approx(run_metrics["test"]["auc"], abs=1e-6)
     prep = json.loads((out / "preprocessing.json").read_text())
     assert prep["input"] == {"name": "image", "layout": "NCHW", "dtype": "float32", "channels": 1, "height": 28,
                              "width": 28, "color": "gray", "batch": "dynamic"}
     assert prep["intensity"]["scale"] == pytest.approx(1 / 255) and prep["intensity"]["mean"] == [0.5]
     assert prep["output"]["activation"] == "softmax" and prep["output"]["label_names"] == ["malignant",
                                                                                            "normal, benign"]
-    assert prep["version"] == 2 and prep["task"] == "classification" and prep["task_type"] == "binary-class"
+    assert prep["version"] == 3 and prep["task"] == "classification" and prep["task_type"] == "binary-class"
     assert prep["dataset"] == "breastmnist_28"
     card = (out / "model_card.md").read_text()
     for needle in ("not a medical device", "CC BY 4.0", "majority baseline", "zc_nsga2", "Parameters:",
@@ -71,18 +72,86 @@ def test_bundle_of_a_real_run(exported, tiny_run):
         assert needle in card, needle
     assert "| Dice |" not in card
     assert report["flops"] > 0 and report["params_count"] > 0
-    # Grad-CAM PNGs of each class in RUN_DIR/gradcam
-    gradcam = json.loads((tiny_run / "gradcam" / "index.json").read_text())
-    assert len(gradcam["files"]) == 2 and all((tiny_run / "gradcam" / f["file"]).stat().st_size > 1000
+    # Grad-CAM PNGs of each class inside the bundle; the run directory gets none
+    gradcam = json.loads((out / "gradcam" / "index.json").read_text())
+    assert len(gradcam["files"]) == 2 and all((out / "gradcam" / f["file"]).stat().st_size > 1000
                                                for f in gradcam["files"])
-    assert gradcam["layer"] == report["gradcam"]["layer"]
+    assert gradcam["layer"] == report["gradcam"]["layer"] and not (tiny_run / "gradcam").exists()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp folder left
+
+
+def test_bundle_carries_the_runs_clinical_keys(exported, tiny_run):
+    """metrics.json's positive class, operating point, confusion matrix, CIs and calibration reach
+    preprocessing.json and the model card; the acquisition and training statistics are recorded."""
+    from mednas_nni.deploy import bundle_hash
+    from mednas_nni.deploy.ood import feature_table
+    from mednas_nni.data.medmnist import MedMNISTDataset
+
+    out, report = exported
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    prep = json.loads((out / "preprocessing.json").read_text())
+    o = prep["output"]
+    assert o["positive_class"] == {"index": 0, "name": "malignant"} == m["positive_class"]
+    assert o["operating_point"]["threshold"] == o["threshold"] == m["operating_point"]["threshold"]
+    assert o["operating_point"]["rule"] == "youden" and o["operating_point"]["chosen_on"] == "val"
+    acq = prep["acquisition"]
+    assert (acq["modality"], acq["dicom_modalities"], acq["color"], acq["from_volumes"]) == (
+        "breast ultrasound", ["US"], "gray", False)
+    stats = prep["input_statistics"]
+    raw, _ = MedMNISTDataset().arrays("train")
+    means = feature_table(raw)["mean"]
+    assert stats["images"] == len(raw) == 546
+    assert stats["features"]["mean"]["median"] == pytest.approx(float(np.median(means)), abs=1e-3)
+    assert stats["features"]["mean"]["low"] < means.min() + 10 and means.max() - 40 < stats["features"]["mean"]["high"]
+    # the model card: confusion matrix (the run's counts), sensitivity/specificity with CIs, calibration
+    card = (out / "model_card.md").read_text()
+    cm = m["test"]["confusion_matrix"]
+    assert f"| **malignant** | {cm[0][0]} | {cm[0][1]} |" in card
+    assert f"| **normal, benign** | {cm[1][0]} | {cm[1][1]} |" in card
+    sens = cm[0][0] / (cm[0][0] + cm[0][1])
+    assert f"Sensitivity for **malignant**: **{sens:.3f}** ({cm[0][0]}/{cm[0][0] + cm[0][1]}), Wilson 95 % CI" in card
+    assert "Specificity for **malignant**" in card
+    lo, hi = m["test"]["ci95"]["auc"]
+    assert f"[{lo:.3f}, {hi:.3f}]" in card
+    assert f"Brier score {m['test']['calibration']['brier']:.4f}" in card
+    assert f"Operating threshold p(malignant) >= **{m['operating_point']['threshold']:.4f}**" in card
+    assert "Trained on: breast ultrasound (DICOM US), grayscale, 28x28 px, 2-D images." in card
+    # the hash in the card and the report is the bundle's; links are relative and resolve inside the bundle
+    assert report["bundle_hash"] == bundle_hash(out) and bundle_hash(out) in card
+    import re
+
+    links = re.findall(r"\]\(([^)]+)\)", card)
+    assert len(links) == 4 and all(not link.startswith("/") and (out / link).is_file() for link in links)
+    assert str(tiny_run) not in card and str(out) not in card
+
+
+def test_card_of_an_older_run_without_clinical_keys(trained, tmp_path):
+    """Runs from before the metrics half of issue #12: no clinical section, no positive class, still a bundle."""
+    from mednas_nni.contracts import TrainedModel
+    from mednas_nni.exporters.onnx import ONNXExporter
+
+    old = {k: v for k, v in trained.metrics.items() if k not in ("positive_class", "operating_point")}
+    old["test"] = {k: v for k, v in old["test"].items()
+                   if k not in ("confusion_matrix", "per_class", "fbeta_positive", "ci95", "calibration")}
+    t = TrainedModel(model=trained.model, task=trained.task, dataset=trained.dataset, sample=trained.sample,
+                     cfg=trained.cfg, run_dir=tmp_path, metrics=old, space=trained.space)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ONNXExporter(gradcam_per_class=0, latency_runs=2).export(t, tmp_path / "b")
+    prep = json.loads((tmp_path / "b" / "preprocessing.json").read_text())
+    card = (tmp_path / "b" / "model_card.md").read_text()
+    assert prep["output"].get("operating_point") is None and prep["output"]["threshold"] == 0.5
+    # the data set's positive class, when the data plugin names one, else none
+    pc = getattr(trained.info, "positive_class", None)
+    assert (prep["output"].get("positive_class") is not None) == (pc is not None)
+    assert "## Clinical metrics" not in card and "Probabilities are not calibrated." in card
+    assert "| 95 % CI (run) |" in card and "n/a" in card
 
 
 def test_int8_drop_is_written(exported):
     out, _ = exported
     i8 = json.loads((out / "parity.json").read_text())["int8"]
-    assert set(i8["drop_points_vs_pytorch"]) == {"acc", "auc", "balanced_acc", "f05"}
+    assert {"acc", "auc", "balanced_acc", "f05"} <= set(i8["drop_points_vs_pytorch"])
     assert np.isfinite(i8["max_abs_diff_logits"]) and 0 <= i8["argmax_agreement"] <= 1
     assert i8["metrics"]["acc"] >= 0 and "int8" in (out / "model_card.md").read_text()
     import onnx

@@ -52,14 +52,23 @@ def test_predict_matches_pytorch_on_real_test_images(exported, test_images, tmp_
     assert len(records) == 2 * N_IMAGES
     from_png, from_npy = records[:N_IMAGES], records[N_IMAGES:]
     assert [r["index"] for r in from_npy] == list(range(N_IMAGES))
+    # binary BreastMNIST: malignant (index 0) when p(malignant) >= the bundle's operating threshold
+    threshold = bundle.prep.output.operating_point.threshold
+    want = np.where(ref[:, 0] >= threshold, 0, 1).tolist()
+    assert 0 < threshold < 1 and bundle.prep.output.threshold == threshold
     for recs in (from_png, from_npy):
-        assert [r["class_index"] for r in recs] == ref.argmax(1).tolist()
+        assert [r["class_index"] for r in recs] == want
         np.testing.assert_allclose(_probs(recs, bundle.label_names), ref, atol=1e-4)
         assert all(r["class"] == bundle.label_names[r["class_index"]] for r in recs)
+        assert all(r["positive_class"] == "malignant" and r["threshold"] == threshold for r in recs)
+        assert [r["positive_probability"] for r in recs] == pytest.approx(ref[:, 0].tolist(), abs=1e-4)
         assert not any("notes" in r for r in recs)  # 28x28 uint8 gray: nothing converted
+        assert all(r["bundle_hash"] == bundle.hash and r["bundle_hash"].startswith("sha256:") for r in recs)
+        assert all(r["ood"] is False and r["ood_reasons"] == [] for r in recs)  # real test images: in range
     doc = json.loads(out.read_text())
     assert doc["predictions"] == json.loads(json.dumps(records))
     assert doc["task"] == "classification" and doc["task_type"] == "binary-class"
+    assert doc["bundle_hash"] == bundle.hash and doc["errors"] == 0 and doc["out_of_distribution"] == 0
 
 
 def test_cli_predict_prints_json_lines_and_writes_out(exported, test_images, tmp_path, capsys):
@@ -69,7 +78,8 @@ def test_cli_predict_prints_json_lines_and_writes_out(exported, test_images, tmp
     assert main(["predict", str(bundle_dir), str(pngs[0]), str(pngs[1]), "--out", str(out)]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [r["file"] for r in lines] == [str(pngs[0]), str(pngs[1])]
-    assert [r["class_index"] for r in lines] == ref[:2].argmax(1).tolist()
+    assert [r["class_index"] for r in lines] == [r["class_index"] for r in predict_files(Bundle(bundle_dir),
+                                                                                        pngs[:2])]
     assert len(json.loads(out.read_text())["predictions"]) == 2
     assert main(["predict", str(bundle_dir), str(pngs[0]), "--format", "table", "--int8"]) == 0
     table = capsys.readouterr().out.splitlines()
@@ -102,12 +112,15 @@ def test_predict_runs_without_torch_and_nni(exported, test_images, tmp_path):
         sys.exit(rc)
     """)
     out = tmp_path / "p.json"
+    (tmp_path / "bad.png").write_bytes(b"not a png")
     proc = subprocess.run([sys.executable, "-c", code, "predict", str(bundle_dir), str(pngs[0]), str(npy),
-                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+                           str(tmp_path / "bad.png"), "--skip-errors", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "torch blocked" in proc.stderr
     recs = json.loads(out.read_text())["predictions"]
-    assert [r["class_index"] for r in recs] == [int(ref[0].argmax()), *ref.argmax(1).tolist()]
+    want = [r["class_index"] for r in predict_files(Bundle(bundle_dir), [pngs[0], npy])]
+    assert [r["class_index"] for r in recs[:-1]] == want and "error" in recs[-1]
 
 
 def test_dicom_and_nifti_inputs(exported, tmp_path):
@@ -119,13 +132,17 @@ def test_dicom_and_nifti_inputs(exported, tmp_path):
     assert len(recs) == 2 and all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in recs)
     ct, mr = recs
     assert any("min-max scaled" in n for n in ct["notes"]) and any("128x128 to 28x28" in n for n in ct["notes"])
+    assert any("Modality LUT applied" in n for n in ct["notes"])
     assert any("middle slice" in n for n in mr["notes"])
-    # the CT slice really is the DICOM pixel data: compare with pydicom directly
+    # the CT slice is the DICOM pixel data through the Modality LUT (HU): compare with pydicom directly
     import pydicom
 
-    px = pydicom.dcmread(files[0]).pixel_array
+    ds = pydicom.dcmread(files[0])
     (img,) = read_images(files[0])
-    np.testing.assert_array_equal(img.pixels, px)
+    np.testing.assert_array_equal(img.pixels, ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope)
+                                  + float(ds.RescaleIntercept))
+    assert img.meta == {"modality": "CT", "sop_instance_uid": ds.SOPInstanceUID,
+                        "series_instance_uid": ds.SeriesInstanceUID} and img.value_range is None
     # the NIfTI middle slice is the one SimpleITK gives
     import SimpleITK as sitk
 
@@ -154,4 +171,5 @@ def test_preprocessing_conversions(make_bundle, tmp_path):
     assert any("gray" in n for n in im.notes) and any("resized from 16x16 to 8x8" in n for n in im.notes)
     Image.fromarray(rgb).save(tmp_path / "red.png")
     (rec,) = predict_files(Bundle(d), [tmp_path / "red.png"])
-    assert rec["class"] in ("c0", "c1") and len(rec["notes"]) == 2
+    assert rec["class"] in ("c0", "c1") and len(rec["notes"]) == 3 and rec["ood"] is None
+    assert "not checked for being out of distribution" in rec["notes"][-1]  # a version-1 bundle records nothing
