@@ -3,7 +3,9 @@
 Any 2-D flag (``breastmnist``, ``pneumoniamnist``, ``retinamnist``, ``pathmnist``, ...) at size 28, 64, 128
 or 224. Files are read from ``root`` as ``<flag>.npz`` (28) or ``<flag>_<size>.npz``; nothing is downloaded
 unless ``download: true``. With no ``root``, BreastMNIST 28x28 is read from the copy shipped with
-mednas-nni (CC BY 4.0; see ``mednas_nni/data/bundled/README.md``).
+mednas-nni (CC BY 4.0; see ``mednas_nni/data/bundled/README.md``). ``imbalance: oversample | weighted_loss``
+balances the training split or weights the loss (search trials and retraining alike; default ``none``), and
+binary sets name their positive class (BreastMNIST: malignant, label 0; PneumoniaMNIST: pneumonia).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pydantic import field_validator
 
 from ..errors import ConfigError, DataError, did_you_mean
 from ..plugins import DatasetInfo, DatasetPlugin, PluginParams
+from ._imbalance import Indexed, inverse_frequency_weights, oversample_indices
 from .transforms import classification_transforms
 
 __all__ = ["MedMNISTDataset", "MedMNISTParams", "bundled_root", "medmnist_2d_flags"]
@@ -67,6 +70,10 @@ class MedMNISTParams(PluginParams):
     download: bool = False
     as_rgb: bool = False
     verify: bool = True      # the official MD5 and split sizes (medmnist.INFO); false: a user's own re-export
+    # class imbalance, for search trials and retraining alike (see _imbalance): oversample the training split,
+    # weight the loss by inverse class frequency, or neither (default, the MedMNIST v2 recipe)
+    imbalance: Literal["oversample", "weighted_loss", "none"] = "none"
+    oversample_seed: int = 0
 
     @field_validator("flag")
     @classmethod
@@ -84,11 +91,16 @@ class MedMNISTDataset(DatasetPlugin):
     Params = MedMNISTParams
 
     def __init__(self, *, flag: str = "breastmnist", size: int = 28, root: str | Path | None = None,
-                 download: bool = False, as_rgb: bool = False, verify: bool = True):
+                 download: bool = False, as_rgb: bool = False, verify: bool = True, imbalance: str = "none",
+                 oversample_seed: int = 0):
         from medmnist import INFO
 
         self.flag, self.size, self.download, self.as_rgb = flag, int(size), download, as_rgb
         self.verify = verify
+        self.imbalance, self.oversample_seed = imbalance, int(oversample_seed)
+        if imbalance != "none" and INFO[flag]["task"].startswith("multi-label"):
+            raise ConfigError(f"dataset 'medmnist': data.params.imbalance: expected 'none' for the multi-label set "
+                              f"{flag}, got {imbalance!r}")
         self._meta = INFO[flag]
         if root is None:
             if (flag, self.size) not in BUNDLED:
@@ -136,7 +148,7 @@ class MedMNISTDataset(DatasetPlugin):
                       f"source data set of {self._meta['python_class']}: see medmnist.INFO"),
             split_sizes=dict(self._meta["n_samples"]),
             mean=[0.5] * channels, std=[0.5] * channels,
-            extra={"flag": self.flag, "size": self.size, "root": str(self.root)},
+            extra={"flag": self.flag, "size": self.size, "root": str(self.root), "imbalance": self.imbalance},
             positive_class=POSITIVE_CLASS.get(self.flag),
             modality=modality, dicom_modalities=list(dicom), from_volumes=from_volumes,
         )
@@ -200,7 +212,16 @@ class MedMNISTDataset(DatasetPlugin):
         info = self.info
         tf = classification_transforms(channels_last=x.ndim == 4, mean=info.mean, std=info.std, augment=augment)
         y = y.astype(np.int64)
-        return Dataset(data=[{"image": x[i], "label": y[i]} for i in range(len(x))], transform=tf)
+        ds = Dataset(data=[{"image": x[i], "label": y[i]} for i in range(len(x))], transform=tf)
+        if split == "train" and self.imbalance == "oversample":
+            return Indexed(ds, oversample_indices(y, self.oversample_seed))
+        return ds
+
+    def loss_weights(self) -> torch.Tensor | None:
+        """Inverse-frequency class weights of the training split with ``imbalance: weighted_loss``, else None."""
+        if self.imbalance != "weighted_loss":
+            return None
+        return inverse_frequency_weights(self.arrays("train")[1], len(self._meta["label"]))
 
     def __repr__(self) -> str:
         return f"MedMNISTDataset(flag={self.flag!r}, size={self.size}, root={str(self.root)!r})"

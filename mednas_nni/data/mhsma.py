@@ -33,6 +33,8 @@ import torch
 from ..errors import ConfigError, DataError
 from ..plugins import DatasetInfo, DatasetPlugin, PluginParams
 from .transforms import classification_transforms
+from ._imbalance import Indexed as _Indexed
+from ._imbalance import oversample_indices
 
 __all__ = ["MHSMADataset", "MHSMAParams", "LABELS", "SPLIT_FILES", "oversample_indices"]
 
@@ -68,41 +70,6 @@ def _missing_message(root: Path, name: str, size: int) -> str:
         msg += (f" (only {', '.join(have)} at 128 px here" if have else " (no 128 px file here") + \
                "; the upstream 128 px train/test files are large: copy them from soroushj/mhsma-dataset or use size: 64)"
     return msg
-
-
-def oversample_indices(y: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Indices that make every class as frequent as the largest one (all originals kept, minority repeated).
-
-    Each minority class is tiled ``floor(n_max / n_c)`` times, and the remainder is a seeded sample without
-    replacement; the result is shuffled with the same seed.
-    """
-    y = np.asarray(y).reshape(-1)
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(y, return_counts=True)
-    n_max = int(counts.max())
-    out = []
-    for c, n in zip(classes, counts):
-        idx = np.flatnonzero(y == c)
-        reps, rest = divmod(n_max, int(n))
-        out.append(np.tile(idx, reps))
-        if rest:
-            out.append(rng.choice(idx, size=rest, replace=False))
-    full = np.concatenate(out)
-    rng.shuffle(full)
-    return full
-
-
-class _Indexed(torch.utils.data.Dataset):
-    """A view of a data set through a fixed index list (used for oversampling)."""
-
-    def __init__(self, base: torch.utils.data.Dataset, indices: np.ndarray):
-        self.base, self.indices = base, np.asarray(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        return self.base[int(self.indices[i])]
 
 
 class MHSMADataset(DatasetPlugin):

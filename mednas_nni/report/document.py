@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,9 +97,11 @@ nav a{margin-right:12px}
 """
 
 
+_NUMBER = re.compile(r"^[-+]?[\d,]*\.?\d+( %)?$")
+
+
 def _is_num(v: Any) -> bool:
-    s = str(v).strip()
-    return bool(s) and (s[0].isdigit() or (s[0] in "-+" and s[1:2].isdigit()))
+    return isinstance(v, (int, float)) or bool(_NUMBER.match(str(v).strip()))
 
 
 def render_html(doc: Document) -> str:
@@ -118,7 +121,8 @@ def render_html(doc: Document) -> str:
             rows = ["<table>"]
             if b.caption:
                 rows.append(f"<caption>{esc(b.caption)}</caption>")
-            rows.append("<tr>" + "".join(f"<th>{esc(str(h))}</th>" for h in b.header) + "</tr>")
+            if any(str(h) for h in b.header):      # a key-value table has no header row
+                rows.append("<tr>" + "".join(f"<th>{esc(str(h))}</th>" for h in b.header) + "</tr>")
             for row in b.rows:
                 rows.append("<tr>" + "".join(
                     f'<td class="num">{esc(str(c))}</td>' if _is_num(c) else f"<td>{esc(str(c))}</td>"

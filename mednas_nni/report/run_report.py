@@ -246,6 +246,8 @@ def _classification(doc: Document, r: _Run) -> None:
                 for k in ("sensitivity", "specificity", "ppv", "npv", "balanced_acc", "acc", "fbeta_positive")
                 if k in at]
         doc.add(Table([f"at the threshold ({pos['name']} positive)", "test", "95 % CI", "validation"], rows))
+    if not test.get("confusion_matrix") and not test.get("per_class"):
+        doc.add(Para("No confusion matrix in metrics.json (a run from before the clinical metrics).", note=True))
     for key, what in (("confusion_matrix", "at the operating threshold" if op else "argmax"),
                       ("confusion_matrix_argmax", "argmax (threshold 0.5), for comparison")):
         cm = test.get(key)
