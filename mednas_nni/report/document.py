@@ -121,11 +121,12 @@ def render_html(doc: Document) -> str:
             rows = ["<table>"]
             if b.caption:
                 rows.append(f"<caption>{esc(b.caption)}</caption>")
-            if any(str(h) for h in b.header):      # a key-value table has no header row
+            if any(str(h) for h in b.header):       # a key-value table has no header row
                 rows.append("<tr>" + "".join(f"<th>{esc(str(h))}</th>" for h in b.header) + "</tr>")
+            grid = any(str(h) for h in b.header)    # numbers right-aligned in a grid, not in a key-value list
             for row in b.rows:
                 rows.append("<tr>" + "".join(
-                    f'<td class="num">{esc(str(c))}</td>' if _is_num(c) else f"<td>{esc(str(c))}</td>"
+                    f'<td class="num">{esc(str(c))}</td>' if grid and _is_num(c) else f"<td>{esc(str(c))}</td>"
                     for c in row) + "</tr>")
             rows.append("</table>")
             out.append("".join(rows))

@@ -192,7 +192,10 @@ class SegmentationTask(Task):
         v = np.asarray([d for d in dice if d is not None], dtype=float)
         fig = Figure(figsize=(6.0, 3.2), layout="constrained")
         ax = fig.subplots()
+        from matplotlib.ticker import MaxNLocator
+
         ax.hist(v, bins=np.linspace(0, 1, 21), color="tab:blue", alpha=0.8)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         if len(v):
             ax.axvline(float(np.median(v)), color="k", ls="--", lw=1.2, label=f"median {np.median(v):.3f}")
             ax.legend(fontsize=8, loc="upper left")
