@@ -196,3 +196,27 @@ def test_bad_task_params_are_one_line_errors(breast):
         ClassificationTask(ds.info, threshold_rule="min_sensitivity")
     with pytest.raises(ConfigError, match="did you mean 'malignant'"):
         ClassificationTask(ds.info, positive_class="malignent")
+
+
+@pytest.mark.parametrize("task", ["multi-class", "multi-label, binary-class"])
+def test_clinical_metrics_without_a_positive_class(task):
+    from mednas_nni.tasks.metrics_clinical import clinical_metrics
+
+    rng = np.random.default_rng(4)
+    multilabel = task.startswith("multi-label")
+    if multilabel:
+        y, s = (rng.random((50, 3)) > 0.5).astype(int), rng.random((50, 3))
+    else:
+        y, s = np.concatenate([np.arange(3), rng.integers(0, 3, 47)])[:, None], _scores(rng, 50, 3)
+    d = clinical_metrics((y, s), (y, s), label_names=["a", "b", "c"], multilabel=multilabel, n_boot=50,
+                         metric_fn=lambda yb, sb: fast_classification_metrics(yb, sb, task))
+    assert "positive_class" not in d and "operating_point" not in d
+    t = d["test"]
+    assert set(t["per_class"]) == {"a", "b", "c"} and set(t["ci95"]) >= {"acc", "auc"}
+    if multilabel:
+        assert "confusion_matrix" not in t and t["decision"] == "each label at 0.5"
+        assert t["per_class"]["a"]["support"] == int(y[:, 0].sum())
+    else:
+        assert t["decision"] == "argmax" and np.asarray(t["confusion_matrix"]).sum() == 50
+        assert np.trace(np.asarray(t["confusion_matrix"])) == int((s.argmax(1) == y[:, 0]).sum())
+        assert t["calibration"]["of"] == "top-label confidence"
