@@ -104,7 +104,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines) + "\n\n[95 % bootstrap CI]; sensitivity: of the positive class at the operating threshold"
+    note = "[95 % bootstrap CI]" + ("; sensitivity: of the positive class at the operating threshold"
+                                   if "sensitivity" in metric_keys else "")
+    return "\n".join(lines) + "\n\n" + note
 
 
 def to_json(rows: list[dict[str, Any]]) -> str:
