@@ -218,6 +218,10 @@ def run_local(loop: SearchLoop) -> None:
                 raise SearchError(f"NNI could not start on port {eng.port}: {e}; set engine.port to a free port") \
                     from None
             raise
+        except ValueError as e:     # NNI's launcher parses the manager's answer as JSON: another server answered
+            raise SearchError(f"NNI's manager did not start on 127.0.0.1:{eng.port} ({e}): "
+                              f"{manager_error(work / exp_id / 'log')}; is another server using the port? set "
+                              "engine.port to a free port") from None
         finally:
             exp.stop()
     if not loop.finished and not strategy.budget_exhausted:

@@ -80,7 +80,8 @@ def start_sshd(folder: Path, timeout: float = 20.0) -> LoopbackSshd:
         f"ListenAddress 127.0.0.1:{port}", f"HostKey {host_key}", f"PidFile {folder / 'sshd.pid'}",
         f"AuthorizedKeysFile {folder / 'authorized_keys'}", "PubkeyAuthentication yes",
         "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password",
-        "UsePAM no", "Subsystem sftp internal-sftp", "StrictModes no", "AllowTcpForwarding yes", "X11Forwarding no", "PrintMotd no",
+        "UsePAM no", "Subsystem sftp internal-sftp", "StrictModes no", "AllowTcpForwarding yes",
+        "X11Forwarding no", "PrintMotd no",
         f"SetEnv HOME={home}", "LogLevel ERROR", ""]))
     log = open(folder / "sshd.log", "w")
     proc = subprocess.Popen([sshd_binary(), "-D", "-e", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT,

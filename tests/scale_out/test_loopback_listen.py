@@ -71,6 +71,13 @@ def test_is_loopback() -> None:
     assert not any(is_loopback(h) for h in ("0.0.0.0", "10.0.0.5", "::", "gpu1.example.org"))
 
 
+def _is_trial(p: psutil.Process) -> bool:
+    try:
+        return bool(p.environ().get("NNI_TRIAL_JOB_ID"))
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
 def _lan_ipv4() -> str | None:
     for addrs in psutil.net_if_addrs().values():
         for a in addrs:
@@ -89,7 +96,8 @@ def test_nothing_listens_on_a_non_loopback_address_during_a_local_search(tmp_pat
     args = [sys.executable, "-m", "mednas_nni", "search", str(REPO / "examples" / "genas_mhsma.yml"),
             "engine.kind=local", "strategy.params.population_size=2", "strategy.params.generations=1",
             f"engine.port={port}", f"run.out_dir={tmp_path}/runs", "strategy.params.epochs_per_trial=1",
-            "strategy.params.max_batches_per_epoch=2", "strategy.params.torch_threads=1", "--no-progress"]
+            "strategy.params.max_batches_per_epoch=2", "strategy.params.torch_threads=1",
+            "strategy.params.tournament_size=2", "--no-progress"]
     proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     exp_id, seen, trial_seen = None, set(), False
     try:
@@ -101,7 +109,7 @@ def test_nothing_listens_on_a_non_loopback_address_during_a_local_search(tmp_pat
             if exp_id:
                 procs = experiment_processes(exp_id, proc.pid)
                 seen |= listening_addresses(procs)
-                trial_seen = any(p.environ().get("NNI_TRIAL_JOB_ID") for p in procs if p.is_running())
+                trial_seen = any(_is_trial(p) for p in procs)
             time.sleep(0.2)
         assert exp_id and trial_seen, f"no trial started: {proc.stderr.read()[-2000:] if proc.poll() else ''}"
         assert (("127.0.0.1", port) in {(ip, p) for ip, p, _ in seen}), seen   # the manager did listen, on loopback
