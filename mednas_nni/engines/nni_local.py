@@ -16,6 +16,7 @@ was already evaluated is a cache hit.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -126,7 +127,6 @@ class LocalLoopStrategy(LoopStrategy):
         _logger.warning("NNI's resumed trials did not finish within %.0f s; going on without them", timeout)
 
     def before_batches(self) -> None:
-        import json
 
         self._wait_for_resumed_trials()
         n = 0
@@ -218,7 +218,7 @@ def run_local(loop: SearchLoop) -> None:
                 raise SearchError(f"NNI could not start on port {eng.port}: {e}; set engine.port to a free port") \
                     from None
             raise
-        except ValueError as e:     # NNI's launcher parses the manager's answer as JSON: another server answered
+        except json.JSONDecodeError as e:   # NNI's launcher reads the manager's answer as JSON: another server?
             raise SearchError(f"NNI's manager did not start on 127.0.0.1:{eng.port} ({e}): "
                               f"{manager_error(work / exp_id / 'log')}; is another server using the port? set "
                               "engine.port to a free port") from None
