@@ -127,7 +127,6 @@ class LocalLoopStrategy(LoopStrategy):
         _logger.warning("NNI's resumed trials did not finish within %.0f s; going on without them", timeout)
 
     def before_batches(self) -> None:
-
         self._wait_for_resumed_trials()
         n = 0
         for sample, state, metric in self._engine_trials():
