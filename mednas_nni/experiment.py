@@ -317,7 +317,7 @@ def retrain_finalist(ctx: RunContext, i: int, fin: dict[str, Any], n_finalists: 
     except FloatingPointError as e:      # a NaN/inf loss: recorded, the other finalists go on
         out, reason = None, f"diverged: {e}"
     if reason is not None:
-        _logger.warning("finalist %d failed to retrain (recorded in %s; the other finalists go on): %s", i,
+        _logger.info("finalist %d failed to retrain (recorded in %s; the other finalists go on): %s", i,
                         fdir / FAILED, reason)
         atomic_write_json(fdir / FAILED, {"hash": fin["hash"], "error": reason,
                                           "seconds": time.perf_counter() - t0})
