@@ -28,6 +28,7 @@ from _scale_out_helpers import (experiment_processes, listening_addresses, nni_h
 from _sshd import free_port
 from conftest import REPO, require_data
 from mednas_nni.engines.nni_process import stop_nni_experiment
+from mednas_nni.engines.training_service import check_paths_on_remote
 from mednas_nni.engines.training_service_remote import SshTarget, install_python_wrapper, preflight, reverse_tunnel
 from mednas_nni.errors import ConfigError, SearchError
 from mednas_nni.io import RunDir, read_jsonl
@@ -71,9 +72,13 @@ def test_preflight_one_line_errors(sshd, tmp_path) -> None:
                                               r"executable interpreter on 127.0.0.1, got") as e:
             preflight(_target(sshd, tmp_path, python=bad))
         assert "\n" not in str(e.value)
-    with pytest.raises(ConfigError, match=r"/bin/true on 127.0.0.1 cannot import nni and mednas_nni|"
-                                          r"cannot import nni"):
+    with pytest.raises(ConfigError, match=r"machines\[0\]\.python: /bin/sh on 127.0.0.1 cannot import nni and "
+                                          r"mednas_nni"):
         preflight(_target(sshd, tmp_path, python="/bin/sh"))
+    with pytest.raises(ConfigError, match=r"^cfg.yml: training_service.machines\[0\]: data.params.root is "
+                                          r"'/nonexistent/mhsma' on this machine, which does not exist on 127.0.0.1"):
+        check_paths_on_remote(_target(sshd, tmp_path), {"run directory": str(tmp_path),
+                                                         "data.params.root": "/nonexistent/mhsma"})
     other_key = tmp_path / "other_rsa"
     subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "", "-f", str(other_key)],
                    check=True)
