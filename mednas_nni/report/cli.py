@@ -14,7 +14,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     root = Path(args.dir)
     if not root.is_dir():
-        raise ConfigError(f"{root}: expected a folder of run directories, got {'a file' if root.exists() else 'nothing'}")
+        got = "a file" if root.exists() else "nothing"
+        raise ConfigError(f"{root}: expected a folder of run directories, got {got}")
     rows = leaderboard(root, sort=args.sort)
     print(to_json(rows) if args.json else format_table(rows))
     return 0

@@ -167,8 +167,11 @@ def _search(doc: Document, r: _Run) -> None:
     doc.add(Heading("Search", anchor="search"))
     cfg = r.config
     statuses = Counter(a.get("status") for a in r.archs)
-    rows = [["strategy", f"{cfg.get('strategy', {}).get('name')} {json.dumps(cfg.get('strategy', {}).get('params', {}), sort_keys=True)}"],
-            ["search space", f"{cfg.get('space', {}).get('name')} {json.dumps(cfg.get('space', {}).get('params', {}), sort_keys=True)}"],
+    def plugin(section: str) -> str:
+        part = cfg.get(section) or {}
+        return f"{part.get('name')} {json.dumps(part.get('params', {}), sort_keys=True)}"
+
+    rows = [["strategy", plugin("strategy")], ["search space", plugin("space")],
             ["engine", (cfg.get("engine") or {}).get("kind", "n/a")],
             ["architectures scored", fmt(s.get("evaluated", statuses.get("ok", 0) + statuses.get("failed", 0)))],
             ["failed", fmt(s.get("failed", statuses.get("failed", 0)))],

@@ -36,7 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..contracts import DatasetInfo, DatasetPlugin
 
-__all__ = ["ClassificationTask", "ClassificationParams", "predict_scores", "classification_metrics", "majority_baseline", "recalibrate_bn",
+__all__ = ["ClassificationTask", "ClassificationParams", "predict_scores", "classification_metrics", "majority_baseline",
+           "recalibrate_bn",
            "is_multilabel"]
 
 _logger = logging.getLogger(__name__)

@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["clinical_metrics", "split_details", "fast_classification_metrics", "resolve_positive_class", "operating_threshold", "confusion_summary", "calibration_summary",
+__all__ = ["clinical_metrics", "split_details", "fast_classification_metrics", "resolve_positive_class",
+           "operating_threshold", "confusion_summary", "calibration_summary",
            "bootstrap_ci", "fbeta_positive", "positive_rates", "CI_LEVEL"]
 
 _logger = logging.getLogger(__name__)
