@@ -56,7 +56,9 @@ class TrainingServiceConfig(_Section):
     """Where NNI runs the trials (see the module docstring)."""
 
     platform: Literal["local", "remote", "kubeflow", "frameworkcontroller"] = "local"
-    # Address the NNI manager (REST API + web UI, no authentication) listens on. Loopback unless you ask otherwise.
+    # 127.0.0.1 (default): the NNI manager (REST API + web UI, no authentication) listens on loopback only. Another
+    # value is the address workers / cluster pods use to reach this machine (NNI's nniManagerIp); the manager then
+    # listens on every interface (NNI's default; warned).
     manager_host: str = "127.0.0.1"
     machines: list[RemoteMachine] = Field(default_factory=list)
     allow_password: bool = False

@@ -185,14 +185,16 @@ def run_local(loop: SearchLoop) -> None:
     work = rd / "nni"
     with prepared_training_service(ctx.cfg, rd.path, eng.port) as svc:
         host = svc.manager_host
+        listens_on = "127.0.0.1" if is_loopback(host) else "0.0.0.0"
         web_ui = f"http://{'127.0.0.1' if is_loopback(host) else host}:{eng.port}"
         rd.set_status(nni_experiment=exp_id, nni_port=eng.port)
         atomic_write_json(rd / "nni_experiment.json", {
             "id": exp_id, "port": eng.port, "web_ui": web_ui, "working_directory": str(work),
             "stop": f"nnictl stop {exp_id}", "platform": svc.platform, "machines": svc.machines,
-            "listens_on": host, "note": ("the NNI manager listens on loopback only; from another machine: ssh -N -L "
-                                         f"{eng.port}:127.0.0.1:{eng.port} <this host>") if is_loopback(host) else
-            f"the NNI manager listens on {host} (training_service.manager_host): no authentication"})
+            "listens_on": listens_on, "note": ("the NNI manager listens on loopback only; from another machine: ssh "
+                                               f"-N -L {eng.port}:127.0.0.1:{eng.port} <this host>")
+            if is_loopback(host) else f"the NNI manager listens on every interface (training_service.manager_host: "
+                                      f"{host}): its REST API has no authentication"})
         config = NasExperimentConfig("ts", "simplified", training_service=svc.nni_config)
         config.experiment_name = f"mednas {ctx.cfg.run_name()}"
         config.experiment_working_directory = str(work)
@@ -204,8 +206,8 @@ def run_local(loop: SearchLoop) -> None:
             config._trial_command_params = {"python": svc.trial_python}
         strategy = LocalLoopStrategy(loop, log_dir=work / exp_id / "log")
         exp = NasExperiment(loop.space, make_evaluator(loop), strategy, config=config, id=exp_id)
-        _logger.info("NNI experiment %s on the %s training service: web UI on %s (listening on %s only)", exp_id,
-                     svc.platform, web_ui, host)
+        _logger.info("NNI experiment %s on the %s training service: web UI on %s (listening on %s)", exp_id,
+                     svc.platform, web_ui, "127.0.0.1 only" if is_loopback(host) else "every interface")
         try:
             with loopback_manager(host), _working_directory(svc.code_dir):
                 if resume:

@@ -88,20 +88,24 @@ def node_options(script: Path, existing: str | None = None) -> str:
 
 @contextlib.contextmanager
 def loopback_manager(host: str = LOOPBACK, folder: str | Path | None = None) -> Iterator[str]:
-    """While inside, an NNI manager launched from this process listens on ``host`` only. Yields ``host``.
+    """While inside, an NNI manager launched from this process listens on 127.0.0.1 only. Yields the address.
 
-    ``host`` other than a loopback address is the user's explicit choice (``training_service.manager_host``): it is
-    logged as a warning, because the manager's REST API has no authentication.
+    ``host`` is ``training_service.manager_host``. Any loopback value keeps the manager on 127.0.0.1 (NNI's own
+    clients, the launcher and the tuner, connect to ``localhost``). Another value is the user's explicit choice
+    (remote workers or cluster pods reach the manager there): NNI then keeps its default, every interface, and a
+    warning is logged, because the manager's REST API has no authentication.
     """
     if not is_loopback(host):
-        _logger.warning("the NNI manager will listen on %s (training_service.manager_host): its REST API and web UI "
-                        "have no authentication; anyone who reaches that address can read and control the "
-                        "experiment", host)
+        _logger.warning("the NNI manager will listen on every interface (training_service.manager_host: %s): its "
+                        "REST API and web UI have no authentication; anyone who reaches this machine's port can read "
+                        "and control the experiment (firewall it)", host)
+        yield "0.0.0.0"
+        return
     saved = {k: os.environ.get(k) for k in ("NODE_OPTIONS", HOST_ENV)}
     os.environ["NODE_OPTIONS"] = node_options(preload_script(folder), saved["NODE_OPTIONS"])
-    os.environ[HOST_ENV] = host
+    os.environ[HOST_ENV] = LOOPBACK
     try:
-        yield host
+        yield LOOPBACK
     finally:
         for k, v in saved.items():
             if v is None:
@@ -112,12 +116,12 @@ def loopback_manager(host: str = LOOPBACK, folder: str | Path | None = None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m mednas_nni.engines.nni_loopback COMMAND...``: run COMMAND (e.g. ``nnictl create ...``) so that
-    the NNI manager it starts listens on 127.0.0.1 only (``MEDNAS_NNI_LISTEN_HOST`` picks another address)."""
+    the NNI manager it starts listens on 127.0.0.1 only."""
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
         print(main.__doc__)
         return 0 if args else 2
-    with loopback_manager(os.environ.get(HOST_ENV, LOOPBACK)):
+    with loopback_manager():
         os.execvp(args[0], args)
     return 0  # pragma: no cover (exec does not return)
 

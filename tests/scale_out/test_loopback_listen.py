@@ -54,8 +54,12 @@ def test_preload_binds_host_less_listens_to_loopback_and_is_reversible() -> None
     assert dict(os.environ) == before                        # NODE_OPTIONS and the host variable are restored
     assert bound == {"port_only": "127.0.0.1", "explicit_any": "0.0.0.0", "options": "127.0.0.1",
                      "no_args": "127.0.0.1"}
-    with loopback_manager("::1"):                             # an explicit other address is honoured
-        assert _bound(dict(os.environ))["port_only"] == "::1"
+    with loopback_manager("localhost"):
+        assert _bound(dict(os.environ))["port_only"] == "127.0.0.1"
+    with loopback_manager("10.0.0.5") as where:               # the user's explicit other address: NNI's default
+        assert where == "0.0.0.0" and dict(os.environ) == before
+    with loopback_manager():                                  # the preload honours its host variable
+        assert _bound({**os.environ, HOST_ENV: "::1"})["port_only"] == "::1"
 
 
 def test_nnictl_wrapper_runs_the_command_with_the_preload() -> None:
