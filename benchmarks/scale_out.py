@@ -2,6 +2,7 @@
 
     nice -n 10 python benchmarks/scale_out.py --mode cpu [--seeds 0 1 2] [--configs ...]   # -> results/scale_out.*
     python benchmarks/scale_out.py --mode full                                             # trials of >= 30 s
+    python benchmarks/scale_out.py --mode smoke --seeds 0 --work /tmp/so-smoke   # runs end to end (results there)
 
 Configurations (every one runs ``mednas search examples/genas_mhsma.yml`` with the same strategy budget and seed):
 
@@ -46,6 +47,11 @@ MODES = {
     "cpu": ["strategy.params.population_size=4", "strategy.params.generations=1", "strategy.params.epochs_per_trial=1",
             "strategy.params.max_batches_per_epoch=8", "strategy.params.tournament_size=2",
             "strategy.params.top_k=1", "evaluator.epochs=1", "evaluator.max_batches_per_epoch=1"],
+    # checks that the script runs end to end (2 individuals, tiny trials; the numbers mean nothing)
+    "smoke": ["strategy.params.population_size=2", "strategy.params.generations=1",
+              "strategy.params.epochs_per_trial=1", "strategy.params.max_batches_per_epoch=2",
+              "strategy.params.tournament_size=2", "strategy.params.top_k=1", "evaluator.epochs=1",
+              "evaluator.max_batches_per_epoch=1"],
     # trials of >= 30 s (full epochs), the regime where the 1.8x target applies
     "full": ["strategy.params.population_size=8", "strategy.params.generations=2",
              "strategy.params.epochs_per_trial=4", "strategy.params.top_k=1", "evaluator.epochs=1"],
@@ -205,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                "note": ("remote_2 runs both workers on this machine through a loopback sshd: it measures the remote "
                         "service's overhead and concurrency, not extra hardware. A 2-worker speed-up needs at least "
                         "2 idle cores per run; on a shared machine the load average above dominates the ratios.")}
-    write_results(args.out, "scale_out" if args.mode == "cpu" else f"scale_out_{args.mode}", payload,
-                  _table(payload))
+    out = args.out if args.mode != "smoke" else work
+    write_results(out, "scale_out" if args.mode == "cpu" else f"scale_out_{args.mode}", payload, _table(payload))
     return 0
 
 
