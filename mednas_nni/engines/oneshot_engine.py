@@ -47,6 +47,7 @@ API for a strategy (how ``darts`` and ``cc_darts`` use it)::
                                  arch_epoch=lambda e: e % 3 != 0,  # only with alternation="epoch"
                                  criterion=None,             # None: the task's loss; else an nn.Module(logits, target)
                                  train_transform=None,       # a callable on dict samples of the weight split (Cutout)
+                                 train_batch_sampler=None,   # (dataset, batch_size, seed) -> batch sampler (NAS-SCAM)
                                  chosen_as="my argmax", title="my method")
             return run_oneshot(space, task, data, ctx, self.params, hooks, name="mine").finalists
 
@@ -129,6 +130,8 @@ class OneShotHooks:
     arch_epoch: Callable[[int], bool] | None = None
     criterion: nn.Module | None = None
     train_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    #: ``(train dataset, batch_size, seed) -> batch sampler`` for the weight split (e.g. class-balanced batches)
+    train_batch_sampler: Callable[[Any, int, int], Any] | None = None
     chosen_as: str = "DARTS argmax"
     title: str = "DARTS (first-order)"
     log_name: str = "DARTS"
@@ -214,6 +217,16 @@ class OneShotSearchModule(DartsLightningModule):
         return super().log(name, value, *args, **kwargs)
 
     # ------------------------------------------------------------------ α as probabilities
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The α of the supernet in label order. NNI returns ``list(set(...))``, an order that changes from one
+        construction to the next, so a resumed α optimiser would restore another α's Adam state by index (a crash
+        when the sizes differ, silently wrong state when they agree)."""
+        nni_order = super().arch_parameters()
+        used = {id(p) for p in nni_order}
+        ordered = [a for a in getattr(self, "_alphas", {}).values() if id(a) in used]
+        known = {id(a) for a in ordered}
+        return ordered + [p for p in nni_order if id(p) not in known]
+
     def alpha_by_label(self) -> dict[str, nn.Parameter]:
         """``{label: α}`` of every label the supernet actually relaxed (NNI_NOTES §2: the strategy's
         ``_arch_parameters`` intersected with the supernet modules' own α)."""
@@ -394,7 +407,13 @@ def run_oneshot(space: Any, task: Any, data: Any, ctx: Any, params: OneShotParam
     if hooks.train_transform is not None:
         train_ds = _Transformed(train_ds, hooks.train_transform)
     val_ds = data.dataset("val", augment=False)
-    train_loader = make_loader(train_ds, p.batch_size, shuffle=True, seed=seed, num_workers=p.num_workers)
+    if hooks.train_batch_sampler is not None:
+        from nni.nas.evaluator.pytorch import DataLoader
+
+        train_loader = DataLoader(train_ds, batch_sampler=hooks.train_batch_sampler(train_ds, p.batch_size, seed),
+                                  num_workers=p.num_workers, persistent_workers=p.num_workers > 0)
+    else:
+        train_loader = make_loader(train_ds, p.batch_size, shuffle=True, seed=seed, num_workers=p.num_workers)
     arch_loader = make_loader(val_ds, p.batch_size, shuffle=True, seed=seed + 1, num_workers=p.num_workers)
 
     strategy = EngineDARTS(p, hooks)
