@@ -45,6 +45,7 @@ class CardFacts:
     description: str | None = None
     explanations: dict[str, Any] = field(default_factory=dict)
     bundle_hash: str = ""
+    calibration_png: str | None = None  # the run's reliability diagram, copied into the bundle
 
 
 def _kb(n: int) -> str:
@@ -182,7 +183,7 @@ def model_card(trained: Any, f: CardFacts) -> str:
           + "; the search and training used train, model selection val, and the test split was used once for the "
           "numbers below.", ""]
     L += _metrics_section(trained, f, seg)
-    L += clinical_section(metrics, f.prep)
+    L += clinical_section(metrics, f.prep, f.calibration_png)
     L += input_checks_section(f.prep)
     L += _checks_section(f, seg)
     L += ["## Size and speed", "",

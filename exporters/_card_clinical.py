@@ -89,8 +89,10 @@ def _sens_spec(test: dict[str, Any], cm: list[list[Any]] | None, names: list[str
     return L
 
 
-def clinical_section(metrics: dict[str, Any], prep: Preprocessing) -> list[str]:
-    """``## Clinical metrics (test split)``; empty when ``metrics.json`` has none of its keys (older runs)."""
+def clinical_section(metrics: dict[str, Any], prep: Preprocessing, calibration_png: str | None = None
+                     ) -> list[str]:
+    """``## Clinical metrics (test split)``; empty when ``metrics.json`` has none of its keys (older runs).
+    ``calibration_png``: the reliability diagram's path inside the bundle, shown under the calibration line."""
     test = metrics.get("test") or {}
     names = list(prep.output.label_names)
     cm = test.get("confusion_matrix")
@@ -123,6 +125,8 @@ def clinical_section(metrics: dict[str, Any], prep: Preprocessing) -> list[str]:
         bins = f" over {cal['n_bins']} bins" if cal.get("n_bins") else ""
         L += [f"Calibration: Brier score {fmt(cal.get('brier'))}, expected calibration error (ECE) "
               f"{fmt(cal.get('ece'))}{bins} (test split; lower is better).", ""]
+        if calibration_png:
+            L += [f"![Reliability diagram (test split)]({calibration_png})", ""]
     return L
 
 

@@ -51,6 +51,7 @@ __all__ = ["ONNXExporterParams", "ONNXExporter", "export_onnx", "onnx_parity", "
 _logger = logging.getLogger(__name__)
 
 OVERLAYS_FILE = "overlays.png"
+CALIBRATION_FILE = "calibration.png"  # the run's reliability diagram (the metrics half of issue #12)
 # Old private names, still imported by scripts written before the split.
 _stack_split, _run_session, _cpu_name = stack_split, run_session, cpu_name
 
@@ -211,8 +212,12 @@ class ONNXExporter(ExporterPlugin):
             latency["int8"] = {"threads_1": measure_ort_latency(tmp / MODEL_INT8_FILE, one, p.latency_runs, 1),
                                "threads_default": measure_ort_latency(tmp / MODEL_INT8_FILE, one, p.latency_runs, 0)}
 
-        # 4. explanations: Grad-CAM (classification) or the run's overlays (segmentation), inside the bundle
+        # 4. explanations: Grad-CAM (classification) or the run's overlays (segmentation), inside the bundle, and
+        #    the run's reliability diagram when the run wrote one
         explanations = self._explanations(work, prep, tmp)
+        calibration = Path(trained.run_dir) / CALIBRATION_FILE
+        if not prep.segmentation and calibration.is_file():
+            shutil.copyfile(calibration, tmp / CALIBRATION_FILE)
 
         # 5. parity.json and model_card.md
         atomic_write_json(tmp / PARITY_FILE, parity)
@@ -222,7 +227,8 @@ class ONNXExporter(ExporterPlugin):
         digest = bundle_hash(tmp)
         facts = CardFacts(parity=parity, prep=prep, shape=shape, params=params, flops=flops, latency=latency,
                           sizes=sizes, versions=versions(), int8=int8, description=_describe(trained),
-                          explanations=explanations, bundle_hash=digest)
+                          explanations=explanations, bundle_hash=digest,
+                          calibration_png=CALIBRATION_FILE if (tmp / CALIBRATION_FILE).is_file() else None)
         atomic_write_text(tmp / MODEL_CARD_FILE, model_card(work, facts))
         gradcam = {"dir": explanations.get("dir"), "layer": explanations.get("layer"),
                    "files": [g["file"] if isinstance(g, dict) else g for g in explanations.get("files", [])],

@@ -150,9 +150,13 @@ def write_run(root: Path, config: Path | None, overrides: list[str], *, steps: i
                "search": {"evaluated": 1, "failed": 0, "pruned": 0, "seconds": 0.0},
                "retrain": {"epochs": 1, "seconds": 0.0}, "device": "cpu", "seed": seed}
     if clinical:
+        from PIL import Image
+
         extra = clinical_keys(model, ctx.dataset, seed=seed)
         metrics["test"].update(extra.pop("test"))
         metrics.update(extra)
+        # a stand-in for the run's reliability diagram (written by the run report): the exporter copies it
+        Image.fromarray(np.full((8, 8), 200, np.uint8)).save(rd / "calibration.png")
     atomic_write_json(rd / RunDir.METRICS, metrics)
     rd.set_status(phase="done")
     return rd.path
@@ -170,7 +174,8 @@ def load(run_dir: Path):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A finished run directory: an ``mstf_cell`` network trained a few steps on the bundled BreastMNIST 28x28,
-    whose ``metrics.json`` has the clinical keys (:func:`clinical_keys`; malignant is the positive class)."""
+    whose ``metrics.json`` has the clinical keys (:func:`clinical_keys`; malignant is the positive class) and
+    a ``calibration.png``."""
     if "run" not in _CACHE:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -206,7 +211,8 @@ SEG_CONFIG = """\
 # ISBI 2012 EM (30 real image/mask pairs) at {size}x{size} through the folder plugin, a small unet space
 data:
   name: folder
-  params: {{root: {root}, images: images, masks: masks, size: {size}, name: isbi2012_em}}
+  params: {{root: {root}, images: images, masks: masks, size: {size}, name: isbi2012_em,
+            modality: electron microscopy (ISBI 2012), dicom_modalities: [gm]}}
 task: {{name: segmentation}}
 space:
   name: unet

@@ -46,7 +46,7 @@ def test_bundle_of_a_real_run(exported, tiny_run):
     out, report = exported
     names = {p.name for p in out.iterdir()}
     assert names == {"model.onnx", "model.int8.onnx", "preprocessing.json", "model_card.md", "parity.json",
-                     "gradcam"}
+                     "gradcam", "calibration.png"}
     parity = json.loads((out / "parity.json").read_text())
     assert parity["passed"] and parity["max_abs_diff_logits"] <= 1e-4 and parity["max_abs_diff_end_to_end"] <= 1e-4
     assert parity["images"] == 156  # the whole BreastMNIST test split
@@ -82,7 +82,8 @@ def test_bundle_of_a_real_run(exported, tiny_run):
 
 def test_bundle_carries_the_runs_clinical_keys(exported, tiny_run):
     """metrics.json's positive class, operating point, confusion matrix, CIs and calibration reach
-    preprocessing.json and the model card; the acquisition and training statistics are recorded."""
+    preprocessing.json and the model card; the acquisition and training statistics are recorded; every picture
+    is inside the bundle and linked relatively."""
     from mednas_nni.deploy import bundle_hash
     from mednas_nni.deploy.ood import feature_table
     from mednas_nni.data.medmnist import MedMNISTDataset
@@ -121,7 +122,8 @@ def test_bundle_carries_the_runs_clinical_keys(exported, tiny_run):
     import re
 
     links = re.findall(r"\]\(([^)]+)\)", card)
-    assert len(links) == 4 and all(not link.startswith("/") and (out / link).is_file() for link in links)
+    assert len(links) == 5 and all(not link.startswith("/") and (out / link).is_file() for link in links)
+    assert "![Reliability diagram (test split)](calibration.png)" in card
     assert str(tiny_run) not in card and str(out) not in card
 
 
@@ -134,7 +136,7 @@ def test_card_of_an_older_run_without_clinical_keys(trained, tmp_path):
     old["test"] = {k: v for k, v in old["test"].items()
                    if k not in ("confusion_matrix", "per_class", "fbeta_positive", "ci95", "calibration")}
     t = TrainedModel(model=trained.model, task=trained.task, dataset=trained.dataset, sample=trained.sample,
-                     cfg=trained.cfg, run_dir=tmp_path, metrics=old, space=trained.space)
+                     cfg=trained.cfg, run_dir=tmp_path, metrics=old, space=trained.space)  # no calibration.png
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ONNXExporter(gradcam_per_class=0, latency_runs=2).export(t, tmp_path / "b")
@@ -145,7 +147,9 @@ def test_card_of_an_older_run_without_clinical_keys(trained, tmp_path):
     pc = getattr(trained.info, "positive_class", None)
     assert (prep["output"].get("positive_class") is not None) == (pc is not None)
     assert "## Clinical metrics" not in card and "Probabilities are not calibrated." in card
-    assert "| 95 % CI (run) |" in card and "n/a" in card
+    assert "| 95 % CI (run) |" in card and "n/a" in card and "calibration.png" not in card
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["model.onnx", "model_card.md", "parity.json",
+                                                                   "preprocessing.json"]
 
 
 def test_int8_drop_is_written(exported):

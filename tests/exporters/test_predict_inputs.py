@@ -193,3 +193,13 @@ def test_ood_statistics_and_colour(make_bundle):
     us = reasons(train[0].astype(np.int16), meta={"modality": "US"}, value_range=(0.0, 255.0))
     ct = reasons(train[0].astype(np.int16), meta={"modality": "CT"}, value_range=(0.0, 255.0))
     assert us == [] and ct == ["DICOM Modality CT; the model was trained on ultrasound images (Modality US)"]
+
+
+def test_every_medmnist_flag_says_what_its_images_are():
+    """The bundle's acquisition comes from the data plugin: every 2-D MedMNIST flag names its modality."""
+    from mednas_nni.data.medmnist import MODALITIES, MedMNISTDataset, medmnist_2d_flags
+
+    assert set(MODALITIES) == set(medmnist_2d_flags())
+    assert all(words and codes and all(c.isupper() for c in codes) for words, codes, _ in MODALITIES.values())
+    info = MedMNISTDataset().info  # bundled BreastMNIST
+    assert (info.modality, info.dicom_modalities, info.from_volumes) == ("breast ultrasound", ["US"], False)

@@ -33,9 +33,11 @@ def test_segmentation_bundle_files_parity_and_card(seg_exported, seg_run):
     assert "hd95" not in i8["drop_points_vs_pytorch"]  # a distance, not a score
     prep = json.loads((out / "preprocessing.json").read_text())
     assert prep["task"] == "segmentation" and prep["version"] == 3
-    assert prep["acquisition"]["color"] == "gray" and prep["acquisition"]["modality"] == ""  # not in the config
+    acq = prep["acquisition"]  # from the config's data.params.modality / dicom_modalities
+    assert (acq["color"], acq["modality"], acq["dicom_modalities"]) == ("gray", "electron microscopy (ISBI 2012)",
+                                                                          ["GM"])
     assert set(prep["input_statistics"]["features"]) == {"mean", "std", "dark_fraction", "bright_fraction"}
-    assert "positive_class" not in prep["output"]
+    assert prep["output"]["positive_class"] is None and prep["output"]["operating_point"] is None
     assert prep["output"]["kind"] == "mask" and prep["output"]["label_names"] == ["background", "foreground"]
     assert prep["input"]["height"] == prep["input"]["width"] == 32
     card = (out / "model_card.md").read_text()
