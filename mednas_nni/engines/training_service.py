@@ -124,6 +124,11 @@ def _prepared_remote(cfg: Any, run_dir: Path, port: int) -> Iterator[PreparedSer
     check_remote_environment(cfg)
     known_hosts = Path(run_dir) / "nni" / "known_hosts"
     targets = [SshTarget(m, i, known_hosts, cfg.source) for i, m in enumerate(ts.machines)]
+    far = [t for t in targets if not is_loopback(t.m.host)]
+    if far and is_loopback(ts.manager_host) and not ts.reverse_tunnel:
+        raise ConfigError(f"{cfg.source}: training_service.reverse_tunnel: machine {far[0]} cannot reach a manager "
+                          "on 127.0.0.1 without it: expected reverse_tunnel: true, or manager_host set to an "
+                          "address the machines reach (the REST API has no authentication), got false")
     remote_paths = _remote_paths(cfg, Path(run_dir))
     machines, summary = [], []
     for t in targets:
@@ -137,11 +142,6 @@ def _prepared_remote(cfg: Any, run_dir: Path, port: int) -> Iterator[PreparedSer
                      versions["nni"], versions["mednas"])
     if any(m.password is not None for m in ts.machines):
         _logger.warning("a remote machine logs in with a password: NNI shows it in its web UI in plain text")
-    far = [t for t in targets if not is_loopback(t.m.host)]
-    if far and is_loopback(ts.manager_host) and not ts.reverse_tunnel:
-        raise ConfigError(f"{cfg.source}: training_service.reverse_tunnel: machine {far[0]} cannot reach a manager "
-                          "on 127.0.0.1 without it: expected reverse_tunnel: true, or manager_host set to an "
-                          "address the machines reach (the REST API has no authentication), got false")
     # Trial keepers connect back to ws://<nniManagerIp>:PORT: the manager's own address when it is not on loopback,
     # else 127.0.0.1 on the worker (this machine, or the worker's end of the reverse tunnel).
     tunnel = is_loopback(ts.manager_host)
