@@ -123,3 +123,16 @@ def test_cluster_config_errors_come_from_nni() -> None:
     assert "training_service.nni: not a valid NNI frameworkcontroller config" in msg
     assert "manager_host: kubeflow trials run in cluster pods" in _one_line_error(
         "training_service.manager_host=127.0.0.1", path=KUBEFLOW)
+
+
+def test_far_machine_without_tunnel_cannot_reach_a_loopback_manager(tmp_path) -> None:
+    from mednas_nni.engines.training_service import prepared_training_service
+
+    key = tmp_path / "id_rsa"
+    key.write_text("checked before any login")
+    cfg = _load(f"training_service.machines=[{_machine(host='10.255.255.1', ssh_key_file=key)}]",
+                "training_service.reverse_tunnel=false")
+    with pytest.raises(ConfigError, match=r"training_service.reverse_tunnel: machine alice@10.255.255.1:22 cannot "
+                                          r"reach a manager on 127.0.0.1"):
+        with prepared_training_service(cfg, tmp_path, 8746):
+            pass
