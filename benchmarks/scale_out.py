@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
     ap.add_argument("--work", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--append", type=Path, default=None, metavar="JSON",
+                    help="include the runs of an earlier scale_out JSON of the same mode (e.g. other seeds)")
     args = ap.parse_args(argv)
 
     from _common import machine, write_results
@@ -197,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="mednas-scale-out-"))
     sshd = start_sshd(work / "sshd") if "remote_2" in args.configs else None
     rows = []
+    if args.append is not None:
+        earlier = json.loads(args.append.read_text())
+        if earlier["mode"] != args.mode:
+            raise SystemExit(f"--append {args.append}: expected mode {args.mode}, got {earlier['mode']}")
+        rows = [r for r in earlier["runs"] if r["seed"] not in args.seeds]
     try:
         for seed in args.seeds:
             for config in args.configs:          # interleaved: load drifts hit every config alike
@@ -206,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if sshd is not None:
             sshd.stop()
-    payload = {"mode": args.mode, "budget": MODES[args.mode], "seeds": args.seeds, "machine": machine(),
+    payload = {"mode": args.mode, "budget": MODES[args.mode], "seeds": sorted({r["seed"] for r in rows}),
+               "machine": machine(),
                "runs": rows, "summary": _summary(rows),
                "note": ("remote_2 runs both workers on this machine through a loopback sshd: it measures the remote "
                         "service's overhead and concurrency, not extra hardware. A 2-worker speed-up needs at least "
