@@ -161,14 +161,19 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def _table(payload: dict[str, Any]) -> str:
     lines = [f"# Scale-out: GeNAS-WF on MHSMA, mode {payload['mode']}", "",
              f"Machine: {payload['machine']}", "",
-             "| config | workers | runs | trials/h | speed-up vs local_1 | search s | setup s | NNI trial s | "
+             "| config | workers | runs | trials/h | trials/h ÷ local_1 (same seed) | search s | setup s | NNI trial s | "
              "overhead s/trial | compute s/trial |", "|---|---|---|---|---|---|---|---|---|---|"]
     for c, s in payload["summary"].items():
         w = 1 if c in ("sequential", "local_1") else 2
         lines.append(f"| {c} | {w} | {s['runs']} | {s['trials_per_hour']} | {s['speedup_vs_local_1'] or '-'} | "
                      f"{s['search_s']} | {s['setup_s'] or '-'} | {s['nni_trial_s'] or '-'} | "
                      f"{s['trial_overhead_s'] or '-'} | {s['compute_s'] or '-'} |")
-    lines += ["", "Per run (load average at start -> end of each run):", "",
+    lines += ["", "Columns (mean ± std over seeds): *search s*: the search's wall time (status.json); *trials/h*: NNI "
+              "trials (sequential: evaluations) per hour of search; *setup s*: run start to the first trial RUNNING "
+              "(NNI manager; remote: SSH preflight, wrapper, workers and trial keepers); *NNI trial s*: a trial's "
+              "RUNNING to end in NNI's database; *overhead s/trial*: NNI trial s minus *compute s/trial*, the trial's "
+              "own evaluation time (metrics.seconds): process start, imports, data loading, reporting.",
+              "", "Per run (load average at start -> end of each run):", "",
               "| config | seed | trials | search s | trials/h | setup s | overhead s/trial | compute s/trial | load |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in payload["runs"]:
