@@ -63,7 +63,8 @@ def _headline(rd: Any) -> str:
         sessions = f" over {s['sessions']} sessions" if (s.get("sessions") or 1) > 1 else ""
         failed_fin = f" ({len(m['failed_finalists'])} failed)" if m.get("failed_finalists") else ""
         lines.append(f"search: {s.get('evaluated')} architectures evaluated ({s.get('failed')} failed{pruned}) in "
-                     f"{(s.get('seconds') or 0):.0f} s{sessions}; {len(m['finalists'])} finalist(s) retrained"
+                     f"{(s.get('seconds') or 0):.0f} s{sessions}; "
+                     f"{len(m['finalists']) + len(m.get('failed_finalists') or [])} finalist(s) retrained"
                      f"{failed_fin} for {m['retrain']['epochs']} epoch(s)")
         if (rd / "variation.json").exists():        # the strategy's own one-line search statistics (zc_nsga2)
             lines.append(json.loads((rd / "variation.json").read_text()).get("summary", ""))

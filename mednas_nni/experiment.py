@@ -30,9 +30,10 @@ from .errors import ConfigError, MedNASError, RunDirError, SearchError, Training
 from .io import (RunDir, SearchClock, atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text,
                  check_out_dir, read_jsonl)
 from .registry import get_plugin
+from .trained_run import load_trained, load_trained_model, load_weights
 
-__all__ = ["RunContext", "run_search", "resume_search", "start_run_dir", "load_weights", "build_dataset", "build_task", "build_space",
-           "build_strategy", "load_trained", "load_trained_model", "resolve_device", "seed_everything",
+__all__ = ["RunContext", "run_search", "resume_search", "start_run_dir", "load_weights", "build_dataset",
+           "build_task", "build_space", "build_strategy", "load_trained", "load_trained_model", "resolve_device", "seed_everything",
            "retrain_finalist", "choose_best"]
 
 _logger = logging.getLogger(__name__)
@@ -309,7 +310,7 @@ def retrain_finalist(ctx: RunContext, i: int, fin: dict[str, Any], n_finalists: 
     seed_everything(ctx.cfg.run.seed + i, ctx.cfg.run.deterministic)
     model = ctx.build_space().freeze(fin["sample"])
     t0 = time.perf_counter()
-    hint = "lower evaluator.lr"
+    hint = "lower the learning rate (evaluator.lr)"
     try:
         out = ctx.task.fit(model, ctx.dataset, ctx.cfg.evaluator, device=ctx.device, seed=ctx.cfg.run.seed + i,
                            on_epoch=on_epoch, progress=ctx.progress, desc=f"retrain finalist {i + 1}/{n_finalists}")
@@ -390,57 +391,3 @@ def resume_search(path: str | Path, progress: bool | None = None, announce: Any 
     if progress is not None:
         cfg.run.progress = progress
     return run_search(cfg, rd, announce=announce)
-
-
-def load_weights(path: Path) -> dict[str, Any]:
-    """A ``state_dict`` from ``path``, read as tensors only (``weights_only=True``: never runs code from a file)."""
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise RunDirError(f"{path}: expected this weights file in the run directory, got none") from None
-    except Exception as e:  # noqa: BLE001 - pickled objects, a damaged or foreign file: refused, never run
-        first = (str(e).splitlines() or [""])[0].split(". ")[0][:100]
-        raise RunDirError(f"{path}: expected a state_dict of tensors, got a file torch refuses to load as weights "
-                          f"only ({type(e).__name__}: {first}); mednas-nni did not write it, so it was not "
-                          "loaded") from None
-
-
-def load_trained(path: str | Path, ctx: RunContext | None = None) -> Any:
-    """The finished run's best model as a :class:`~mednas_nni.contracts.TrainedModel` (loaded once)."""
-    import torch
-
-    from .contracts import TrainedModel
-
-    rd = RunDir.open(path)
-    for f in (RunDir.BEST_ARCH, RunDir.BEST_WEIGHTS):
-        if not (rd / f).is_file():
-            raise RunDirError(f"{rd.path}: expected {f} (written when a run finishes), got none; "
-                              f"finish the run with 'mednas resume {rd.path}'")
-    if ctx is None:
-        cfg = load_config(rd / RunDir.CONFIG)
-        cfg.run.progress = False
-        ctx = RunContext.build(cfg, rd)
-    space = ctx.build_space()
-    sample = _read_json(rd / RunDir.BEST_ARCH)
-    try:
-        model = space.freeze(sample)
-    except Exception as e:  # noqa: BLE001 - e.g. NNI's SampleMissingError: an architecture of another space
-        raise RunDirError(f"{rd / RunDir.BEST_ARCH}: expected an architecture of search space "
-                          f"'{ctx.cfg.space.name}' (config.resolved.yaml), got one it cannot build "
-                          f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]})") from None
-    try:
-        model.load_state_dict(torch.load(rd / RunDir.BEST_WEIGHTS, map_location="cpu", weights_only=True))
-    except Exception as e:  # noqa: BLE001 - a damaged or foreign weights file
-        raise RunDirError(f"{rd / RunDir.BEST_WEIGHTS}: expected the state_dict of best_arch.json, got an "
-                          f"incompatible file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    metrics = _read_json(rd / RunDir.METRICS) if (rd / RunDir.METRICS).exists() else {}
-    return TrainedModel(model=model.cpu().eval(), task=ctx.task, dataset=ctx.dataset, sample=sample, cfg=ctx.cfg,
-                        run_dir=rd.path, metrics=metrics, space=space)
-
-
-def load_trained_model(path: str | Path) -> tuple[Any, ExperimentConfig, Any]:
-    """``(model, cfg, dataset)`` for a finished run: the frozen best architecture with its trained weights."""
-    t = load_trained(path)
-    return t.model, t.cfg, t.dataset

@@ -64,8 +64,8 @@ def _split_sizes(path: Path) -> dict[str, int]:
     except DataError:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as e:
-        raise DataError(f"dataset 'medmnist': {path}: expected a MedMNIST .npz, got an unreadable file "
-                        f"({type(e).__name__}: {str(e)[:160]}); download it again") from None
+        raise DataError(f"dataset 'medmnist': {path}: expected a MedMNIST .npz of images and labels, got an "
+                        f"unreadable file ({type(e).__name__}: {str(e)[:160]}); download it again") from None
 
 
 def verify_npz(path: Path, flag: str, size: int, verify: bool = True) -> None:
@@ -80,6 +80,7 @@ def verify_npz(path: Path, flag: str, size: int, verify: bool = True) -> None:
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns, verify)
     if key in _VERIFIED:
         return
+    sizes = _split_sizes(path)                      # an unreadable (e.g. truncated) file says so first
     want_md5 = official_md5(flag, size) if verify else None
     if want_md5 is not None:
         got = file_md5(path)
@@ -87,7 +88,6 @@ def verify_npz(path: Path, flag: str, size: int, verify: bool = True) -> None:
             raise DataError(f"dataset 'medmnist': {path}: expected the official {flag} file at {size} px (MD5 "
                             f"{want_md5}), got MD5 {got} ({st.st_size:,} bytes){_which_official(got)}; use the file "
                             "from MedMNIST, or set data.params.verify: false for your own re-export")
-    sizes = _split_sizes(path)
     want = dict(INFO[flag]["n_samples"])
     if verify and sizes != want:
         raise DataError(f"dataset 'medmnist': {path}: expected {flag}'s split sizes train/val/test "

@@ -231,7 +231,9 @@ class SearchLoop:
         extra = {"seconds": seconds} if seconds is not None else {}
         if source:
             extra["source"] = source
-        diverged = divergence_reason(metrics.get("history"), "lower strategy.params.lr") if isinstance(metrics, dict) and error is None else None
+        diverged = None
+        if isinstance(metrics, dict) and error is None:
+            diverged = divergence_reason(metrics.get("history"), "lower the learning rate (strategy.params.lr)")
         if diverged is not None:
             # an exploded training still scores (a constant guess, AUC ~0.5): it must not compete as a network
             rec = self.record(sample, h, "failed", error=diverged, diverged=True, metrics=finite_metrics(metrics),
