@@ -157,9 +157,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add the ``export`` and ``predict`` subcommands to the ``mednas`` parser."""
     e = sub.add_parser(
         "export", help="write a deployable ONNX bundle for a finished run",
-        description="Export the best model of RUN_DIR as a bundle (model.onnx [+ model.int8.onnx], "
-                    "preprocessing.json, parity.json, model_card.md) and, for classifiers, Grad-CAM images into "
-                    "RUN_DIR/gradcam. Fails, writing nothing, when onnxruntime disagrees with PyTorch by more than "
+        description="Export the best model of RUN_DIR as a self-contained bundle (model.onnx [+ model.int8.onnx], "
+                    "preprocessing.json with the acquisition, training-image statistics and, for binary classifiers, "
+                    "the positive class and operating threshold; parity.json; model_card.md; gradcam/ for "
+                    "classifiers). Fails, writing nothing, when onnxruntime disagrees with PyTorch by more than "
                     "--atol (segmentation: also when any test mask differs).")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--out", metavar="DIR", help="bundle folder (default: RUN_DIR/bundle); replaced as a whole")

@@ -180,9 +180,9 @@ def write_gradcam(model: nn.Module, dataset: Any, out_dir: str | Path, per_class
             else:
                 true, pred = info.label_names[int(y[i].reshape(-1)[0])], info.label_names[targets[j]]
             p = float(probs[j][targets[j]])
-            rule = (f", threshold p({info.label_names[positive]}) >= {threshold:.2f}"
-                    if positive is not None and not multilabel else "")
-            title = (f"{info.name} {split} #{int(i)} | true: {true} | predicted: {pred} (p={p:.2f}{rule})\n"
+            rule = (f"decision: {info.label_names[positive]} if p({info.label_names[positive]}) >= {threshold:.2f} "
+                    "(operating threshold)\n" if positive is not None and not multilabel else "")
+            title = (f"{info.name} {split} #{int(i)} | true: {true} | predicted: {pred} (p={p:.2f})\n{rule}"
                      f"Grad-CAM of '{info.label_names[targets[j]]}' at {layer}")
             safe = "".join(ch if ch.isalnum() else "_" for ch in cname)[:40]
             name = f"class{c}_{safe}_{split}{int(i)}.png"

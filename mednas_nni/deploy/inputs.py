@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._util import suffix
-from .readers import SUPPORTED_SUFFIXES, is_dicom_file
+from .readers import DICOM_SUFFIXES, SUPPORTED_SUFFIXES, is_dicom_file
 
 __all__ = ["InputItem", "Expanded", "expand_inputs"]
 
@@ -46,14 +46,15 @@ def _folder(root: Path, out: Expanded) -> None:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         here_p = Path(here)
         paths = [here_p / f for f in sorted(files) if not f.startswith(".")]
-        dicoms = [p for p in paths if suffix(p) not in SUPPORTED_SUFFIXES and is_dicom_file(p)
-                  or suffix(p) in (".dcm", ".dicom")]
+        dicoms = [p for p in paths if suffix(p) in DICOM_SUFFIXES
+                  or suffix(p) not in SUPPORTED_SUFFIXES and is_dicom_file(p)]
         volumes, singles = series_groups(dicoms) if dicoms else ([], [])
-        items = [InputItem(p) for p in paths if p not in dicoms and suffix(p) in SUPPORTED_SUFFIXES]
+        is_dicom = set(dicoms)
+        items = [InputItem(p) for p in paths if p not in is_dicom and suffix(p) in SUPPORTED_SUFFIXES]
         items += [InputItem(p) for p in singles]
         items.sort(key=lambda it: str(it.path))
         out.items += [InputItem(here_p, series=sorted(v)) for v in volumes] + items
-        out.skipped += [p for p in paths if p not in dicoms and suffix(p) not in SUPPORTED_SUFFIXES]
+        out.skipped += [p for p in paths if p not in is_dicom and suffix(p) not in SUPPORTED_SUFFIXES]
 
 
 def expand_inputs(args: list[str | os.PathLike]) -> Expanded:
