@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import DataError
 from ._util import suffix
 from .readers import DICOM_SUFFIXES, SUPPORTED_SUFFIXES, is_dicom_file
 
@@ -48,7 +49,10 @@ def _folder(root: Path, out: Expanded) -> None:
         paths = [here_p / f for f in sorted(files) if not f.startswith(".")]
         dicoms = [p for p in paths if suffix(p) in DICOM_SUFFIXES
                   or suffix(p) not in SUPPORTED_SUFFIXES and is_dicom_file(p)]
-        volumes, singles = series_groups(dicoms) if dicoms else ([], [])
+        try:
+            volumes, singles = series_groups(dicoms) if dicoms else ([], [])
+        except DataError:  # no pydicom: each DICOM file becomes an input that fails (or is skipped) on its own
+            volumes, singles = [], sorted(dicoms)
         is_dicom = set(dicoms)
         items = [InputItem(p) for p in paths if p not in is_dicom and suffix(p) in SUPPORTED_SUFFIXES]
         items += [InputItem(p) for p in singles]

@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mednas_nni.cli import main
 from mednas_nni.deploy import Bundle, InputImage, expand_inputs, predict_files, read_images
@@ -203,3 +205,46 @@ def test_every_medmnist_flag_says_what_its_images_are():
     assert all(words and codes and all(c.isupper() for c in codes) for words, codes, _ in MODALITIES.values())
     info = MedMNISTDataset().info  # bundled BreastMNIST
     assert (info.modality, info.dicom_modalities, info.from_volumes) == ("breast ultrasound", ["US"], False)
+
+
+@settings(max_examples=25, deadline=None)
+@given(center=st.floats(-500, 1500), width=st.floats(2, 4000), slope=st.sampled_from([1.0, 0.5, 2.0]),
+       intercept=st.sampled_from([0.0, -1024.0]), signed=st.booleans(), seed=st.integers(0, 2**16))
+def test_dicom_window_follows_the_dicom_standard(center, width, slope, intercept, signed, seed):
+    """For any Rescale Slope/Intercept and VOI window, the pixels the model sees are the DICOM linear window
+    function (PS3.3 C.11.2.1.2) of the modality values, scaled onto 0..255: monotonic and inside 0..255."""
+    import tempfile
+    from pathlib import Path
+
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from mednas_nni.deploy.preprocessing import Preprocessing, prepare_pixels
+
+    rng = np.random.default_rng(seed)
+    px = rng.integers(-2000 if signed else 0, 3000, (8, 8)).astype(np.int16 if signed else np.uint16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "w.dcm"
+        ds = FileDataset(str(f), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, generate_uid(), "CT"
+        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 8, 8, 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, int(signed)
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        ds.WindowCenter, ds.WindowWidth = round(center, 2), round(width, 2)
+        ds.PixelData = px.tobytes()
+        ds.save_as(f, enforce_file_format=True)
+        (img,) = read_images(f)
+    prep = Preprocessing.from_dict({"format": "mednas-bundle", "version": 3, "task": "classification",
+                                    "input": {"channels": 1, "height": 8, "width": 8},
+                                    "intensity": {"mean": [0.5], "std": [0.5]},
+                                    "output": {"activation": "softmax", "label_names": ["a", "b"]}})
+    got = prepare_pixels(img, prep)[..., 0].astype(np.float64)
+    c, w, x = float(ds.WindowCenter), float(ds.WindowWidth), px.astype(np.float64) * slope + intercept
+    want = np.clip((x - (c - 0.5)) / (w - 1) + 0.5, 0.0, 1.0) * 255.0
+    np.testing.assert_allclose(got, want, atol=0.01)
+    order = np.argsort(px, axis=None)
+    assert (np.diff(got.reshape(-1)[order]) >= -1e-6).all() and got.min() >= 0 and got.max() <= 255
+    assert img.meta["modality"] == "CT" and img.meta["sop_instance_uid"] == ds.SOPInstanceUID
