@@ -1,24 +1,30 @@
-"""Zero-cost NSGA-II (MSTF-NAS) vs NNI's Random strategy vs ResNet-18 on MedMNIST 28x28.
+"""Zero-cost NSGA-II (MSTF-NAS) against the baselines that isolate each of its parts, on MedMNIST 28x28.
 
 For each data set (default: breastmnist, pneumoniamnist, retinamnist from ../shared/data/medmnist; any other 2-D
-flag works with --root):
+flag works with --root) and each seed:
 
-* ``zc_nsga2``: our search (``mednas_nni.experiment.run_search``) with the zero-cost proxies.
-* ``random``: NNI's built-in ``Random`` strategy on the same space, driving the same zero-cost trial
-  (``mednas_nni.strategies.zc_nsga2:score_trial``) for the same number of evaluated architectures; finalists chosen
-  by the same rule (knee + top-k of the Pareto front of what it evaluated) and retrained and tested by the core
-  (``retrain_finalist``/``choose_best``) with the same recipe. This isolates the optimiser.
+* ``zc_nsga2``: our search (``mednas_nni.experiment.run_search``) with the zero-cost proxies;
+* ``random``: NNI's built-in ``Random`` strategy on the same space, driving the same zero-cost trial for the same
+  number of scored architectures, finalists by the same rule (knee + top-k of the Pareto front of what it scored):
+  the same proxies without the optimiser;
+* ``params_only``: of the architectures ``random`` scored, the one with the most parameters (#params alone, the
+  baseline every zero-cost proxy must beat: ZiCo, Li et al., ICLR 2023);
+* ``random_arch``: one uniformly random valid architecture, no proxy at all;
 * ``resnet18``: torchvision ResNet-18 (3x3 stride-1 stem, no max-pool, as MedMNIST's 28x28 ResNets) trained with the
-  same recipe (``task.fit`` with the evaluator section).
-* the majority-class baseline (and AUC 0.5 for a constant score).
+  same recipe (``task.fit`` with the evaluator section);
+* the majority-class baseline (AUC 0.5, balanced accuracy 1 / classes).
 
-Also measured: search wall time, architectures scored per second, and the cost of one proxy evaluation (jacob_cov +
-synflow + FLOPs + params) relative to one forward+backward of the same batch on the same architecture.
+Every network is retrained and tested by the core with the same recipe; test ACC, AUC and balanced accuracy are
+reported per seed and as mean +- std over the seeds. Also measured: search wall time, architectures scored per
+second, and the cost of one proxy evaluation relative to one forward+backward of the same batch.
 
-Modes: ``--mode cpu`` (default: small budget, few epochs, 1 seed; sized for 2 CPU cores) and ``--mode full``
-(paper-like budget, 100 epochs, 3 seeds; meant for a GPU). Results: benchmarks/results/zc_nsga2_medmnist.{json,md}.
-``--mode smoke`` (BreastMNIST only, a few architectures, batches cut short; under a minute) only checks that the
-script runs end to end and writes to ``<work>/results`` unless ``--out`` is given: its numbers mean nothing.
+Modes: ``--mode cpu`` (default: 3 seeds, a small search, 4 retraining epochs; sized for 2 CPU cores),
+``--mode medium`` (BreastMNIST and RetinaMNIST, the MedMNIST v2 recipe's full 100 epochs, C=16: feasible on CPU for
+nets of this size, hours on 2 shared cores), ``--mode full`` (the paper's width C=128, 100 epochs, 3 seeds; meant for a
+GPU). Every table states the width and the parameter counts beside the paper's numbers, which come from 100 epochs
+at the paper's width. Results: benchmarks/results/zc_nsga2_medmnist[_<mode>].{json,md}. ``--mode smoke``
+(BreastMNIST only, a few architectures, batches cut short; about a minute) only checks that the script runs end to
+end and writes to ``<work>/results`` unless ``--out`` is given: its numbers mean nothing.
 """
 from __future__ import annotations
 
@@ -41,15 +47,18 @@ PAPER = {  # MSTF-NAS test ACC / AUC as quoted in METHODS §A4 (paper tables); R
     "retinamnist": {"mstf_acc": .550, "mstf_auc": .755, "rn18_acc": .524, "rn18_auc": .717},
 }
 MODES = {
-    "cpu": {"pop_size": 16, "generations": 5, "epochs": 4, "seeds": [0], "num_blocks": 3, "num_nodes": 4,
+    "cpu": {"pop_size": 16, "generations": 5, "epochs": 4, "seeds": [0, 1, 2], "num_blocks": 3, "num_nodes": 5,
             "channels": 16, "top_k": 1},
+    "medium": {"pop_size": 20, "generations": 10, "epochs": 100, "seeds": [0, 1, 2], "num_blocks": 3,
+               "num_nodes": 5, "channels": 16, "top_k": 1, "flags": ["breastmnist", "retinamnist"]},
     "full": {"pop_size": 40, "generations": 10, "epochs": 100, "seeds": [0, 1, 2], "num_blocks": 3,
-             "num_nodes": 5, "channels": 32, "top_k": 2},
+             "num_nodes": 5, "channels": 128, "top_k": 2},
     # checks that the script runs (not a benchmark): batches cut short, few BatchNorm recalibration batches
     "smoke": {"pop_size": 4, "generations": 2, "epochs": 1, "seeds": [0], "num_blocks": 2, "num_nodes": 2,
               "channels": 8, "top_k": 1, "flags": ["breastmnist"], "proxy_archs": 2, "torch_threads": 1,
               "evaluator": {"max_batches_per_epoch": 2, "bn_batches": 1, "batch_size": 64}},
 }
+METHODS = ("zc_nsga2", "random", "params_only", "random_arch", "resnet18")
 
 
 def overrides(flag: str, root: Path, mode: dict[str, Any], seed: int, out: Path) -> list[str]:
@@ -101,6 +110,51 @@ def run_random(cfg, n_archs: int) -> dict[str, Any]:
     m = json.loads((rd / "metrics.json").read_text())
     return {"run_dir": str(rd.path), "test": m["test"], "val": m["val"], "params": m["params"],
             "evaluated": m["search"]["evaluated"], "failed": m["search"]["failed"], "search_seconds": search_s}
+
+
+def retrain_choice(cfg, name: str, fin: dict[str, Any], search_seconds: float = 0.0) -> dict[str, Any]:
+    """Retrain and test one chosen architecture through the core, as a search's only finalist."""
+    from mednas_nni.experiment import choose_best, retrain_finalist, seed_everything
+    from mednas_nni.io import atomic_write_json
+
+    seed_everything(cfg.run.seed, cfg.run.deterministic)
+    ctx = new_run(cfg, f"{name}-{cfg.data.params['flag']}")
+    rd = ctx.run_dir
+    atomic_write_json(rd / "finalists.json", [fin])
+    rd.set_status(phase="retrain", search_seconds=search_seconds, n_finalists=1)
+    retrain_finalist(ctx, 0, fin, n_finalists=1)
+    choose_best(ctx, [fin])
+    rd.set_status(phase="done")
+    m = json.loads((rd / "metrics.json").read_text())
+    return {"run_dir": str(rd.path), "test": m["test"], "val": m["val"], "params": m["params"],
+            "chosen_as": fin["chosen_as"], "hash": fin["hash"]}
+
+
+def run_params_only(cfg, random_run_dir: str) -> dict[str, Any]:
+    """The architecture with the most parameters among those NNI Random scored (#params alone)."""
+    from mednas_nni.io import read_jsonl
+
+    ok = [r for r in read_jsonl(Path(random_run_dir) / "archs.jsonl") if r.get("status") == "ok"]
+    best = max(ok, key=lambda r: (r["metrics"]["params"], r["hash"]))
+    return retrain_choice(cfg, "params_only", {"hash": best["hash"], "sample": best["sample"],
+                                                "chosen_as": "most parameters"})
+
+
+def run_random_arch(cfg) -> dict[str, Any]:
+    """One uniformly random valid architecture (seeded by the run's seed), no proxy."""
+    import random
+
+    from mednas_nni.engines.records import arch_hash
+    from mednas_nni.experiment import build_dataset, build_space
+
+    space = build_space(cfg, build_dataset(cfg))
+    rng, values = random.Random(cfg.run.seed), space.label_values()
+    while True:
+        sample = space.canonicalize({k: rng.choice(v) for k, v in values.items()})
+        if space.is_valid(sample)[0]:
+            break
+    return retrain_choice(cfg, "random_arch", {"hash": arch_hash(sample), "sample": sample,
+                                                "chosen_as": "random architecture"})
 
 
 def run_resnet18(ds, cfg, seed: int) -> dict[str, Any]:
@@ -189,63 +243,85 @@ def main(argv: list[str] | None = None) -> int:
             ds = build_dataset(cfg)
             print(f"== {flag} seed {seed}", flush=True)
             ours = run_ours(cfg)
-            print(f"   zc_nsga2: test {ours['test']}", flush=True)
+            print(f"   zc_nsga2: test {_short(ours['test'])}", flush=True)
             rnd = run_random(load_config(None, overrides(flag, args.root, mode, seed, args.work)),
                              ours["evaluated"])
-            print(f"   random  : test {rnd['test']}", flush=True)
+            print(f"   random  : test {_short(rnd['test'])}", flush=True)
+            par = run_params_only(load_config(None, overrides(flag, args.root, mode, seed, args.work)),
+                                  rnd["run_dir"])
+            print(f"   params  : test {_short(par['test'])}", flush=True)
+            ra = run_random_arch(load_config(None, overrides(flag, args.root, mode, seed, args.work)))
+            print(f"   rnd arch: test {_short(ra['test'])}", flush=True)
             rn = run_resnet18(ds, cfg, seed)
-            print(f"   resnet18: test {rn['test']}", flush=True)
+            print(f"   resnet18: test {_short(rn['test'])}", flush=True)
             cost = proxy_cost_ratio(ds, cfg, mode.get("proxy_archs", 5))
-            rows.append({"flag": flag, "seed": seed, "zc_nsga2": ours, "random": rnd, "resnet18": rn,
-                         "majority": ours["majority"], "proxy_cost": cost,
+            rows.append({"flag": flag, "seed": seed, "zc_nsga2": ours, "random": rnd, "params_only": par,
+                         "random_arch": ra, "resnet18": rn, "majority": ours["majority"], "proxy_cost": cost,
                          "archs_per_second": ours["evaluated"] / max(ours["search_seconds"], 1e-9),
                          "paper": PAPER.get(flag, {})})
     payload = {"benchmark": "zc_nsga2_medmnist", "mode": args.mode, "budget": mode, "machine": machine(),
                "rows": rows, "total_seconds": time.perf_counter() - t_all}
-    write_results(out_dir, "zc_nsga2_medmnist", payload, table(payload))
+    stem = "zc_nsga2_medmnist" if args.mode in ("cpu", "smoke") else f"zc_nsga2_medmnist_{args.mode}"
+    write_results(out_dir, stem, payload, table(payload))
     print(table(payload))
-    print(f"total {payload['total_seconds']:.0f} s; wrote {out_dir / 'zc_nsga2_medmnist.json'} and .md")
+    print(f"total {payload['total_seconds']:.0f} s; wrote {out_dir / stem}.json and .md")
     return 0
+
+
+def _short(test: dict[str, Any]) -> str:
+    return " ".join(f"{k} {test[k]:.3f}" for k in ("acc", "auc", "balanced_acc") if k in test)
+
+
+def _mean_std(xs: list[float]) -> str:
+    if len(xs) == 1:
+        return f"{xs[0]:.3f}"
+    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
 
 
 def table(p: dict[str, Any]) -> str:
     m, b = p["machine"], p["budget"]
-    lines = [f"# zc_nsga2 vs NNI Random vs ResNet-18 on MedMNIST 28x28 ({p['mode']} mode)", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
-             f"CUDA: {m['cuda'] or 'none'}; {m['date']}.",
-             f"Budget: NSGA-II pop {b['pop_size']} x {b['generations']} generations; Random gets the same number of "
-             f"evaluated architectures; space {b['num_blocks']} blocks x {b['num_nodes']} nodes, C={b['channels']}; "
-             f"retraining {b['epochs']} epochs (MedMNIST v2 recipe otherwise), {b['top_k']}+knee finalists; "
-             f"seeds {b['seeds']}.", "",
-             "| data set | seed | method | test ACC | test AUC | params | archs evaluated (failed) | search s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"# zc_nsga2 vs the baselines that isolate its parts, MedMNIST 28x28 ({p['mode']} mode)", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores (shared with other jobs: times are inflated), torch "
+             f"{m['torch']} ({m['torch_threads']} threads), CUDA: {m['cuda'] or 'none'}; {m['date']}.",
+             f"Budget: NSGA-II pop {b['pop_size']} x {b['generations']} generations; NNI Random scores as many "
+             f"architectures; space {b['num_blocks']} blocks x {b['num_nodes']} nodes, **width C={b['channels']}** "
+             f"(the paper's reproduction: C=128); retraining {b['epochs']} epochs (MedMNIST v2 recipe otherwise), "
+             f"{b['top_k']}+knee finalists; seeds {b['seeds']}.", "",
+             "## Mean ± std over seeds", "",
+             "| data set | method | test ACC | test AUC | test bal. ACC | params (mean) |", "|---|---|---|---|---|---|"]
+    flags = list(dict.fromkeys(r["flag"] for r in p["rows"]))
+    for flag in flags:
+        rows = [r for r in p["rows"] if r["flag"] == flag]
+        for name in METHODS:
+            t = [r[name]["test"] for r in rows]
+            lines.append(f"| {flag} | {name} | {_mean_std([x['acc'] for x in t])} | {_mean_std([x['auc'] for x in t])}"
+                         f" | {_mean_std([x.get('balanced_acc', float('nan')) for x in t])} | "
+                         f"{int(statistics.mean(r[name]['params'] for r in rows)):,} |")
+        maj = rows[0]["majority"]
+        lines.append(f"| {flag} | majority class | {maj['acc']:.3f} | 0.500 | {maj.get('balanced_acc', 0.5):.3f} | - |")
+        pp = rows[0]["paper"]
+        if pp:
+            lines.append(f"| {flag} | paper: MSTF-NAS / ResNet-18 (28), 100 epochs, C=128 | {pp['mstf_acc']:.3f} / "
+                         f"{pp['rn18_acc']:.3f} | {pp['mstf_auc']:.3f} / {pp['rn18_auc']:.3f} | - | - |")
+    lines += ["", "## Per seed", "",
+              "| data set | seed | method | test ACC | test AUC | test bal. ACC | params | archs scored (failed) | "
+              "search s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in p["rows"]:
-        for name in ("zc_nsga2", "random", "resnet18"):
+        for name in METHODS:
             x = r[name]
             ev = f"{x['evaluated']} ({x['failed']})" if "evaluated" in x else "-"
             ss = f"{x['search_seconds']:.0f}" if "search_seconds" in x else "-"
             lines.append(f"| {r['flag']} | {r['seed']} | {name} | {x['test']['acc']:.3f} | {x['test']['auc']:.3f} | "
-                         f"{x['params']:,} | {ev} | {ss} |")
-        lines.append(f"| {r['flag']} | {r['seed']} | majority class | {r['majority']['acc']:.3f} | 0.500 | - | - | - |")
-        pp = r["paper"]
-        if pp:
-            lines.append(f"| {r['flag']} | - | paper: MSTF-NAS / ResNet-18 (28), 100 epochs | {pp['mstf_acc']:.3f} / "
-                         f"{pp['rn18_acc']:.3f} | {pp['mstf_auc']:.3f} / {pp['rn18_auc']:.3f} | - | - | - |")
+                         f"{x['test'].get('balanced_acc', float('nan')):.3f} | {x['params']:,} | {ev} | {ss} |")
     n_proxy = p["rows"][0]["proxy_cost"]["n_archs"] if p["rows"] else 5
-    lines += ["", "| data set | seed | archs scored / s | proxy cost / one fwd+bwd "
-                  f"(median of {n_proxy}) | target ≤ 2x | "
-                  "search ≤ 600 s | test ACC ≥ paper | ≥ random |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["", f"| data set | seed | archs scored / s | proxy cost / one fwd+bwd (median of {n_proxy}) |",
+              "|---|---|---|---|"]
     for r in p["rows"]:
-        c, o = r["proxy_cost"], r["zc_nsga2"]
-        pp = r["paper"]
+        c = r["proxy_cost"]
         lines.append(f"| {r['flag']} | {r['seed']} | {r['archs_per_second']:.2f} | {c['ratio_median']:.2f}x "
-                     f"({c['proxy_seconds_median']:.2f} s / {c['fwd_bwd_seconds_median']:.2f} s) | "
-                     f"{'met' if c['ratio_median'] <= 2 else 'not met'} | "
-                     f"{'met' if o['search_seconds'] <= 600 else 'not met'} | "
-                     f"{('met' if o['test']['acc'] >= pp['mstf_acc'] else 'not met') if pp else '-'} | "
-                     f"{'met' if o['test']['acc'] >= r['random']['test']['acc'] else 'not met'} |")
-    lines += ["", "The paper's numbers come from 100-epoch training (and a GPU); CPU mode retrains for "
-                  f"{b['epochs']} epochs, so accuracy targets are reported, not expected, in CPU mode.", ""]
+                     f"({c['proxy_seconds_median']:.2f} s / {c['fwd_bwd_seconds_median']:.2f} s) |")
+    lines += ["", "The paper's numbers come from 100-epoch training at C=128 (and a GPU); this run retrains for "
+                  f"{b['epochs']} epochs at C={b['channels']}, so they are context, not a target met or missed.", ""]
     return "\n".join(lines)
 
 
