@@ -242,6 +242,14 @@ def main(argv: list[str] | None = None) -> int:
         # on; NNI's sequential engine would print the trial's traceback for each one.
         logging.getLogger("nni.nas.execution.sequential").setLevel(logging.CRITICAL)
     try:
+        return _run(args)
+    finally:
+        logging.getLogger().removeHandler(console)   # main() may be called again in one process (tests, notebooks)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the subcommand; every error becomes one line on stderr and an exit code (unless ``--debug``)."""
+    try:
         return args.func(args)
     except MedNASError as e:
         if args.debug:
