@@ -8,11 +8,11 @@ doi:10.1007/978-3-030-59710-8_26. Everything below follows the authors' public c
 Cell (both kinds)
 -----------------
 Three computed nodes over the cell input (node 0). Node ``i`` (1..3) sums one edge from every earlier node, so the
-cell has 1 + 2 + 3 = 6 edges. Hidden nodes have 32 channels, the last node 1. Every edge is an NNI ``LayerChoice``
-over the ops below, each candidate being ``conv -> BN -> activation``: ReLU on the 3 edges into the hidden nodes,
-sigmoid on the 3 edges into the last node. The attention map is the sum of the last node's 3 edges divided by 3,
-so it lies in [0, 1]. Under NNI's DARTS every ``LayerChoice`` becomes ``Σ_k softmax(α)_k · candidate_k(x)``, the
-authors' ``MixedOp`` exactly.
+cell has 1 + 2 + 3 = 6 edges. Hidden nodes have 32 channels (``hidden_channels``), the last node 1. Every edge is
+an NNI ``LayerChoice`` over the ops below, each candidate being ``conv -> BN -> activation``: ReLU on the 3 edges
+into the hidden nodes, sigmoid on the 3 edges into the last node. The attention map is the sum of the last node's 3
+edges divided by 3, so it lies in [0, 1]. Under NNI's DARTS every ``LayerChoice`` becomes
+``Σ_k softmax(α)_k · candidate_k(x)``, the authors' ``MixedOp`` exactly.
 
 * **NAS-SAM** (spatial): ops on the feature map ``(B, C, H, W)`` with ``Conv2d`` + ``BatchNorm2d``: ``none``,
   ``conv1``, ``conv3``, ``conv5``, ``dil3`` and ``dil5`` (3x3 / 5x5, dilation 2). The map is ``(B, 1, H, W)`` and
@@ -113,11 +113,13 @@ class AttentionCell(nn.Module):
             label scope of the edges.
         in_channels: channels of the cell input (the feature channels for SAM, 1 for CAM).
         ops: op names to search (a subset of the kind's table, in table order); default: all of them.
+        hidden_channels: channels of the two hidden nodes (the authors' 32).
 
     Frozen (inside ``model_context(sample)``) an edge whose choice is ``none`` is not built: ``edges[k]`` is None.
     """
 
-    def __init__(self, kind: str, in_channels: int, ops: Optional[List[str]] = None):
+    def __init__(self, kind: str, in_channels: int, ops: Optional[List[str]] = None,
+                 hidden_channels: int = HIDDEN_CHANNELS):
         super().__init__()
         table = {"sam": SAM_OPS, "cam": CAM_OPS}.get(kind)
         if table is None:
@@ -127,7 +129,8 @@ class AttentionCell(nn.Module):
         if unknown or not names:
             raise ValueError(f"{kind} ops: expected names among {', '.join(table)}, got {list(ops or [])}")
         self.kind, self.dims, self.in_channels = kind, 2 if kind == "sam" else 1, in_channels
-        channels = [in_channels] + [HIDDEN_CHANNELS] * (NUM_NODES - 1) + [1]
+        self.hidden_channels = hidden_channels
+        channels = [in_channels] + [hidden_channels] * (NUM_NODES - 1) + [1]
         self.edge_names = [edge_label(i, j) for i, j in cell_edges()]
         edges: List[Optional[nn.Module]] = []
         with label_scope(kind):
@@ -155,7 +158,7 @@ class AttentionCell(nn.Module):
                     out = self.ops[name](nodes[j])
                     total = out if total is None else total + out
             if total is None:       # every incoming edge dropped
-                channels = 1 if i == NUM_NODES else HIDDEN_CHANNELS
+                channels = 1 if i == NUM_NODES else self.hidden_channels
                 total = x.new_zeros((x.shape[0], channels, *x.shape[2:]))
             nodes.append(total)
         return nodes[-1] / NUM_NODES
@@ -164,9 +167,9 @@ class AttentionCell(nn.Module):
 class SpatialAttention(nn.Module):
     """NAS-SAM: ``x * map`` with the searched map ``(B, 1, H, W)`` in [0, 1] (:meth:`attention_map`)."""
 
-    def __init__(self, channels: int, ops: Optional[List[str]] = None):
+    def __init__(self, channels: int, ops: Optional[List[str]] = None, hidden_channels: int = HIDDEN_CHANNELS):
         super().__init__()
-        self.cell = AttentionCell("sam", channels, ops)
+        self.cell = AttentionCell("sam", channels, ops, hidden_channels)
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> ``(B, 1, H, W)`` in [0, 1]."""
@@ -179,9 +182,9 @@ class SpatialAttention(nn.Module):
 class ChannelAttention(nn.Module):
     """NAS-CAM: ``x * map`` with the searched map ``(B, C, 1, 1)`` in [0, 1] (:meth:`attention_map`)."""
 
-    def __init__(self, ops: Optional[List[str]] = None):
+    def __init__(self, ops: Optional[List[str]] = None, hidden_channels: int = HIDDEN_CHANNELS):
         super().__init__()
-        self.cell = AttentionCell("cam", 1, ops)
+        self.cell = AttentionCell("cam", 1, ops, hidden_channels)
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> ``(B, C, 1, 1)`` in [0, 1]: the cell over the pooled vector as ``(B, 1, C)``."""
@@ -201,16 +204,17 @@ class SCAM(nn.Module):
         channels: feature channels of the input ``(B, channels, H, W)``; the output has the same shape.
         combination: ``"parallel"`` (default, the authors' ``SCAM_P``) or ``"serial"``.
         sam_ops, cam_ops: op names to search (default: all of :data:`SAM_OPS` / :data:`CAM_OPS`).
+        hidden_channels: channels of the cells' hidden nodes (the authors' 32).
     """
 
     def __init__(self, channels: int, combination: str = "parallel", sam_ops: Optional[List[str]] = None,
-                 cam_ops: Optional[List[str]] = None):
+                 cam_ops: Optional[List[str]] = None, hidden_channels: int = HIDDEN_CHANNELS):
         super().__init__()
         if combination not in COMBINATIONS:
             raise ValueError(f"combination: expected one of {', '.join(COMBINATIONS)}, got {combination!r}")
         self.combination = combination
-        self.sam = SpatialAttention(channels, sam_ops)
-        self.cam = ChannelAttention(cam_ops)
+        self.sam = SpatialAttention(channels, sam_ops, hidden_channels)
+        self.cam = ChannelAttention(cam_ops, hidden_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.combination == "serial":

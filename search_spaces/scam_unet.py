@@ -59,6 +59,8 @@ class SCAMUNetParams(PluginParams):
     share_alpha: bool = Field(False, description="One α set shared by all 8 modules instead of one per module.")
     sam_ops: List[str] = Field(default_factory=lambda: list(SAM_OPS), min_length=1)
     cam_ops: List[str] = Field(default_factory=lambda: list(CAM_OPS), min_length=1)
+    hidden_channels: int = Field(32, ge=1, le=256, description="Channels of the attention cells' hidden nodes "
+                                                                "(the authors' 32; fewer for CPU budgets).")
     norm_groups: int = Field(4, ge=1, description="GroupNorm groups in the double convolutions (the authors' 4).")
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout in the double convolutions (the authors' 0.2).")
 
@@ -128,11 +130,11 @@ def _check_args(spatial_dims: int, in_channels: int, out_channels: int, image_si
 
 
 def _build_network(module: nn.Module, in_channels: int, out_channels: int, root_width: int, combination: str,
-                   share_alpha: bool, sam_ops: List[str], cam_ops: List[str], norm_groups: int,
-                   dropout: float) -> None:
+                   share_alpha: bool, sam_ops: List[str], cam_ops: List[str], hidden_channels: int,
+                   norm_groups: int, dropout: float) -> None:
     def attention(name: str, channels: int) -> nn.Module:
         with label_scope(SHARED_SCOPE if share_alpha else name):
-            return SCAM(channels, combination, sam_ops, cam_ops)
+            return SCAM(channels, combination, sam_ops, cam_ops, hidden_channels)
 
     module.in_channels, module.out_channels = in_channels, out_channels
     module.unet = AttentionUNet(in_channels, out_channels, root_width, attention, norm_groups, dropout)
@@ -147,8 +149,8 @@ class SCAMUNetNet(nn.Module):
     def __init__(self, spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2,
                  image_size: Optional[int] = None, root_width: int = 16, combination: str = "parallel",
                  share_alpha: bool = False, sam_ops: Optional[List[str]] = None,
-                 cam_ops: Optional[List[str]] = None, norm_groups: int = 4, dropout: float = 0.2,
-                 num_classes: Optional[int] = None):
+                 cam_ops: Optional[List[str]] = None, hidden_channels: int = 32, norm_groups: int = 4,
+                 dropout: float = 0.2, num_classes: Optional[int] = None):
         super().__init__()
         out_channels = resolve_out_channels("scam_unet", out_channels, num_classes, warn=False)
         sample = current_model()
@@ -161,7 +163,7 @@ class SCAMUNetNet(nn.Module):
             raise ValueError(f"architecture dict: missing {len(missing)} label(s), first {missing[0]}")
         self.arch: Dict[str, Any] = {k: sample[k] for k in labels}
         _build_network(self, in_channels, out_channels, root_width, combination, share_alpha,
-                       list(sam_ops or SAM_OPS), list(cam_ops or CAM_OPS), norm_groups, dropout)
+                       list(sam_ops or SAM_OPS), list(cam_ops or CAM_OPS), hidden_channels, norm_groups, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_channels, H, W)`` images -> ``(N, out_channels, H, W)`` logits."""
@@ -179,7 +181,8 @@ class SCAMUNetSpace(ModelSpace, SearchSpace):
         in_channels: image channels.
         out_channels: logits per pixel, one per class (background included).
         image_size: the data set's input size (unused: any size works).
-        root_width, combination, share_alpha, sam_ops, cam_ops, norm_groups, dropout: see :class:`SCAMUNetParams`.
+        root_width, combination, share_alpha, sam_ops, cam_ops, hidden_channels, norm_groups, dropout: see
+            :class:`SCAMUNetParams`.
         num_classes: deprecated name of ``out_channels``.
     """
 
@@ -190,19 +193,19 @@ class SCAMUNetSpace(ModelSpace, SearchSpace):
     def __init__(self, spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2,
                  image_size: Optional[int] = None, root_width: int = 16, combination: str = "parallel",
                  share_alpha: bool = False, sam_ops: Optional[List[str]] = None,
-                 cam_ops: Optional[List[str]] = None, norm_groups: int = 4, dropout: float = 0.2,
-                 num_classes: Optional[int] = None):
+                 cam_ops: Optional[List[str]] = None, hidden_channels: int = 32, norm_groups: int = 4,
+                 dropout: float = 0.2, num_classes: Optional[int] = None):
         super().__init__()
         out_channels = resolve_out_channels("scam_unet", out_channels, num_classes)
         params = dict(root_width=root_width, combination=combination, share_alpha=share_alpha,
-                      sam_ops=list(sam_ops or SAM_OPS), cam_ops=list(cam_ops or CAM_OPS), norm_groups=norm_groups,
-                      dropout=dropout)
+                      sam_ops=list(sam_ops or SAM_OPS), cam_ops=list(cam_ops or CAM_OPS),
+                      hidden_channels=hidden_channels, norm_groups=norm_groups, dropout=dropout)
         _check_args(spatial_dims, in_channels, out_channels, image_size, params)
         p = SCAMUNetParams(**params)
         self.spatial_dims, self.image_size, self.share_alpha = spatial_dims, image_size, share_alpha
         self.combination, self.root_width = combination, root_width
         _build_network(self, in_channels, out_channels, root_width, combination, share_alpha, p.sam_ops,
-                       p.cam_ops, norm_groups, dropout)
+                       p.cam_ops, hidden_channels, norm_groups, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.unet(x)

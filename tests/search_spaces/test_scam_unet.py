@@ -174,3 +174,18 @@ def test_spatial_and_channel_attention_multiply_their_maps():
     with torch.no_grad():
         torch.testing.assert_close(sam(x), x * sam.attention_map(x))
         torch.testing.assert_close(cam(x), x * cam.attention_map(x))
+
+
+@pytest.mark.parametrize("kind", ["none", "se", "cbam"])
+def test_fixed_attention_peers_share_the_backbone(kind):
+    from mednas_nni.search_spaces.attention_fixed import CBAM, fixed_attention
+    from mednas_nni.search_spaces.attention_unet import MODULE_NAMES, AttentionUNet
+
+    net = AttentionUNet(3, 3, 4, fixed_attention(kind)).eval()
+    plain = AttentionUNet(3, 3, 4, None)
+    assert list(net.attention) == list(MODULE_NAMES)
+    assert (sum(p.numel() for p in net.parameters()) > sum(p.numel() for p in plain.parameters())) == (kind != "none")
+    assert net(torch.randn(2, 3, 21, 18)).shape == (2, 3, 21, 18)
+    x = torch.randn(2, 6, 5, 5)
+    y = CBAM(6, reduction=4)(x)
+    assert y.shape == x.shape and (y.abs() <= x.abs() + 1e-6).all()      # two sigmoid gates in (0, 1)
