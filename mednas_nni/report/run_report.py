@@ -245,9 +245,10 @@ def _classification(doc: Document, r: _Run) -> None:
                      f"P({pos['name']}) >= {op['threshold']:.4f}. The exported bundle applies the same threshold."))
         at, at_v = test.get("at_operating_point", {}), val.get("at_operating_point", {})
         ci = test.get("ci95", {})
-        rows = [[k, fmt(at.get(k)), fmt_ci(ci.get("op_" + k)) or "", fmt(at_v.get(k))]
-                for k in ("sensitivity", "specificity", "ppv", "npv", "balanced_acc", "acc", "fbeta_positive")
-                if k in at]
+        names_at = {"sensitivity": "sensitivity", "specificity": "specificity", "ppv": "PPV", "npv": "NPV",
+                    "balanced_acc": "balanced ACC", "acc": "ACC", "fbeta_positive": f"F-beta ({pos['name']})"}
+        rows = [[label, fmt(at.get(k)), fmt_ci(ci.get("op_" + k)) or "", fmt(at_v.get(k))]
+                for k, label in names_at.items() if k in at]
         doc.add(Table([f"at the threshold ({pos['name']} positive)", "test", "95 % CI", "validation"], rows))
     if not test.get("confusion_matrix") and not test.get("per_class"):
         doc.add(Para("No confusion matrix in metrics.json (a run from before the clinical metrics).", note=True))
