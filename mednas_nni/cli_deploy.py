@@ -33,6 +33,8 @@ def _summary(out: Any, report: dict[str, Any]) -> None:
     print(f"bundle: {out}")
     for name, size in report.get("files", {}).items():
         print(f"  {name:<20} {_kib(size)}")
+    if report.get("bundle_hash"):
+        print(f"bundle hash: {report['bundle_hash']} (in every 'mednas predict' record)")
     if par:
         print(f"parity: max |Δ logits| {par['max_abs_diff_logits']:.2e} (end to end "
               f"{par['max_abs_diff_end_to_end']:.2e}) <= atol {par['atol']:g} on {par['images']} test images")

@@ -284,3 +284,16 @@ def test_export_does_not_reload_or_move_the_callers_model(trained, tmp_path, mon
     assert all((before[k] == after[k]).all() for k in before) and not trained.model.training
     with pytest.raises(TypeError, match="expected a TrainedModel"):
         ONNXExporter().export(str(tmp_path), tmp_path / "c")
+
+
+def test_cli_export_prints_the_bundle_hash(tiny_run, tmp_path, capsys):
+    from mednas_nni.cli import main
+    from mednas_nni.deploy import bundle_hash
+
+    out = tmp_path / "b"
+    assert main(["export", str(tiny_run), "--out", str(out), "--gradcam-per-class", "0", "--latency-runs", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"bundle: {out}"
+    assert f"bundle hash: {bundle_hash(out)} (in every 'mednas predict' record)" in lines
+    report = json.loads((tiny_run / "export_report.json").read_text())
+    assert report["bundle_hash"] == bundle_hash(out) and report["gradcam"]["files"] == []
