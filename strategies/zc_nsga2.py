@@ -172,7 +172,8 @@ class ZeroCostNSGA2(MultiTrialStrategy):
         from .zc_state import build_algorithm, restore_algorithm, validate_state
 
         p = self.params
-        self._archive = Archive(self._decode, self.space.is_valid, getattr(self, "reject", None), self.stats)
+        # a dead/invalid draw is counted (variation.json) and redrawn, not recorded: archs.jsonl keeps what was scored
+        self._archive = Archive(self._decode, self.space.is_valid, None, self.stats)
         self._archive.seen = self.seen
 
         def mating(selection: Any, crossover: Any, mutation: Any, **kw: Any) -> Any:
@@ -306,11 +307,13 @@ class ZeroCostNSGA2(MultiTrialStrategy):
 
 
 def variation_summary(v: dict[str, Any]) -> str:
-    """One line for ``mednas search``: failed and dead (pruned) fractions, and what the variation operators did."""
-    met = max(int(v.get("met") or 0), 1)
-    line = (f"zero-cost search: {v.get('failed', 0)} failed ({100 * v.get('failed', 0) / met:.1f} %) and "
-            f"{v.get('invalid', 0)} dead/invalid pruned unbuilt ({100 * v.get('invalid', 0) / met:.1f} %) of "
-            f"{v.get('met', 0)} met")
+    """One line for ``mednas search``: failed and dead (never built) fractions, and what the variation did."""
+    dead = int(v.get("invalid", 0)) + int(v.get("invalid_dropped", 0))
+    drawn = max(int(v.get("met", 0)) + int(v.get("invalid_dropped", 0)), 1)
+    met = max(int(v.get("met", 0)), 1)
+    line = (f"zero-cost search: {v.get('failed', 0)} of {v.get('met', 0)} scored architectures failed "
+            f"({100 * v.get('failed', 0) / met:.1f} %); {dead} dead/invalid draws redrawn unbuilt "
+            f"({100 * dead / drawn:.1f} % of {drawn} drawn)")
     if v.get("children"):
         line += (f"; {100 * v['differ_from_both_fraction']:.0f} % of {v['children']} children differ from both "
                  f"parents ({100 * v['novel_gene_fraction']:.1f} % of genes new), {v['duplicates_dropped']} repeats "

@@ -64,6 +64,10 @@ def test_seeded_runs_are_identical_and_nothing_is_proposed_twice(tmp_path):
     assert a.strategy.stats.duplicates_dropped > 0             # 18-arch space: pymoo did mate repeats
     assert _scores(a) == _scores(b)
     assert a.strategy.generation == 4
+    a.strategy.write_outputs(a.ctx, a.store.records(), a.finalists())    # variation.json: the search's summary
+    v = json.loads((tmp_path / "a" / "variation.json").read_text())
+    assert v["children"] > 0 and v["met"] == 16 and v["failed"] == 0 and v["n_genes"] == 3
+    assert "0 of 16 scored architectures failed" in v["summary"] and "children differ from both parents" in v["summary"]
     assert all(0.0 <= r["metrics"]["default"] <= 1.0 for r in a.store.records() if r["status"] == "ok")
 
 
