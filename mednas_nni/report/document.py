@@ -42,6 +42,7 @@ class Image:
     path: Path               # absolute path of a PNG
     rel: str                 # the link from report.md
     caption: str = ""
+    half: bool = False       # HTML: half the page width (two side by side), e.g. a gallery of Grad-CAM images
 
 
 @dataclass
@@ -132,7 +133,8 @@ def render_html(doc: Document) -> str:
             out.append("".join(rows))
         elif isinstance(b, Image):
             data = base64.b64encode(Path(b.path).read_bytes()).decode("ascii")
-            out.append(f'<figure><img alt="{esc(b.caption or b.rel)}" src="data:image/png;base64,{data}">'
+            style = ' style="display:inline-block;width:48%;vertical-align:top;margin-right:1%"' if b.half else ""
+            out.append(f'<figure{style}><img alt="{esc(b.caption or b.rel)}" src="data:image/png;base64,{data}">'
                        + (f"<figcaption>{esc(b.caption)}</figcaption>" if b.caption else "") + "</figure>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"

@@ -35,8 +35,14 @@ def find_runs(root: str | Path, depth: int = 2) -> list[Path]:
 
 def run_row(path: Path) -> dict[str, Any]:
     """The leaderboard row of one run directory (JSON-ready)."""
+    from .run_report import _read_yaml
+
     m = _read_json(path / "metrics.json") or {}
     st = _read_json(path / "status.json") or {}
+    if not m:       # an unfinished run: what it is comes from its config
+        cfg = _read_yaml(path / "config.resolved.yaml") or {}
+        m = {k: (cfg.get(section) or {}).get("name") for k, section in
+             (("dataset", "data"), ("strategy", "strategy"), ("space", "space"))}
     test, ci = m.get("test") or {}, (m.get("test") or {}).get("ci95") or {}
     keys = [k for k in _HEADLINE.get(m.get("task", ""), ()) if k in test]
     pos, op = m.get("positive_class"), m.get("operating_point")

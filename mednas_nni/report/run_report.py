@@ -314,7 +314,7 @@ def _explanations(doc: Document, r: _Run) -> None:
                          "RUN_DIR' adds them here.", note=True))
         return
     for p in pngs[:8]:
-        doc.add(Image(p, str(p.relative_to(r.path)), f"Grad-CAM: {p.stem}"))
+        doc.add(Image(p, str(p.relative_to(r.path)), f"Grad-CAM: {p.relative_to(r.path)}", half=True))
     if len(pngs) > 8:
         doc.add(Para(f"{len(pngs) - 8} more Grad-CAM images in the run directory.", note=True))
 
@@ -342,7 +342,7 @@ def _environment(doc: Document, r: _Run) -> None:
 def _files(doc: Document, r: _Run) -> None:
     doc.add(Heading("Files", anchor="files"))
     known = ["config.resolved.yaml", "metrics.json", "best_arch.json", "best.pt", "archs.jsonl", "finalists.json",
-             "search_summary.json", "environment.json", "search.log", "status.json"]
+             "search_summary.json", "environment.json", "search.log", "status.json", "bundle/", "export/"]
     doc.add(Para("In this run directory: " + ", ".join(f for f in known if (r.path / f).exists())
                  + ". 'mednas export' turns the winner into a deployable bundle; 'mednas runs' compares runs."))
 
