@@ -40,15 +40,15 @@ SHARED = Path(os.environ.get("MEDNAS_SHARED_DATA", REPO.parent / "shared" / "dat
 __all__ = ["MODES", "DATASETS", "main"]
 
 MODES = {
-    "cpu": dict(size=32, max_images=60, root_width=8, hidden=8, search_epochs=5, warmup=2, search_batches=5, batch_size=4,
-                val_batches=2, arc_lr=0.003, lr=0.002, retrain_epochs=8, retrain_batch=8, retrain_batches=6,
-                seeds=[0, 1, 2], datasets=["wbc_seg", "dsb2018"]),
-    "full": dict(size=128, max_images=None, root_width=16, hidden=32, search_epochs=60, warmup=10, search_batches=None,
-                 batch_size=4, val_batches=None, arc_lr=0.001, lr=0.001, retrain_epochs=100, retrain_batch=8,
-                 retrain_batches=None, seeds=[0, 1, 2], datasets=["wbc_seg", "dsb2018"]),
-    "smoke": dict(size=32, max_images=24, root_width=4, hidden=8, search_epochs=3, warmup=1, search_batches=2, batch_size=4,
-                  val_batches=1, arc_lr=0.003, lr=0.002, retrain_epochs=1, retrain_batch=4, retrain_batches=2,
-                  seeds=[0], datasets=["wbc_seg"]),
+    "cpu": dict(size=32, max_images=48, root_width=8, hidden=8, search_epochs=4, warmup=1, search_batches=3,
+                batch_size=4, val_batches=1, arc_lr=0.005, lr=0.002, retrain_epochs=6, retrain_batch=8,
+                retrain_batches=5, seeds=[0, 1, 2], datasets=["wbc_seg", "dsb2018"]),
+    "full": dict(size=128, max_images=None, root_width=16, hidden=32, search_epochs=60, warmup=10,
+                 search_batches=None, batch_size=4, val_batches=None, arc_lr=0.001, lr=0.001, retrain_epochs=100,
+                 retrain_batch=8, retrain_batches=None, seeds=[0, 1, 2], datasets=["wbc_seg", "dsb2018"]),
+    "smoke": dict(size=32, max_images=24, root_width=4, hidden=8, search_epochs=3, warmup=1, search_batches=2,
+                  batch_size=4, val_batches=1, arc_lr=0.003, lr=0.002, retrain_epochs=1, retrain_batch=4,
+                  retrain_batches=2, seeds=[0], datasets=["wbc_seg"]),
 }
 DATASETS = {
     "wbc_seg": [],                       # examples/scam_wbc.yml as it is (classes.json names the 3 classes)
@@ -222,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                      class_keys=[k[5:] for k in runs["scam"][0]["test"] if k.startswith("dice_")])
         res["datasets"][ds] = block
         res["verdict"] += _verdict(ds, block["summary"])
-    res["load_end"] = _load()
-    write_results(out, "scam_seg", res, _markdown(res))
+        res["load_end"] = _load()
+        write_results(out, "scam_seg", res, _markdown(res))      # after every data set: partial results survive
     print(_markdown(res))
     return 0
 
