@@ -115,5 +115,5 @@ def test_write_figures(setup, tmp_path):
     for p in paths:
         assert p.exists() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if task.name == "segmentation":
-        assert [p.name for p in paths] == ["overlays.png"]
-        assert [f.name for f in tmp_path.iterdir()] == ["overlays.png"]     # atomic: no temporary left
+        assert [p.name for p in paths] == ["overlays.png", "dice_per_image.png"]
+        assert sorted(f.name for f in tmp_path.iterdir()) == ["dice_per_image.png", "overlays.png"]   # no temp
