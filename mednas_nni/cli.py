@@ -190,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_deploy import add_parsers
 
     add_parsers(sub)
+    __import__("mednas_nni.report.cli", fromlist=["add_parsers"]).add_parsers(sub)   # runs, report
     return p
 
 
