@@ -272,9 +272,6 @@ def _run_phases(cfg: ExperimentConfig, rd: RunDir, announce: Any = None) -> RunD
         report = exporter.export(load_trained(rd.path, ctx=ctx), rd / "export")
         atomic_write_json(rd / "export_report.json", report)
         rd.set_status(phase="done")
-    if rd.status().get("phase") == "done":
-        from .report import write_run_report     # report.md, report.html, environment.json
-        write_run_report(rd.path, seed=cfg.run.seed, device=ctx.device)
     return rd
 
 
@@ -357,7 +354,7 @@ def choose_best(ctx: RunContext, finalists: list[dict[str, Any]], available: lis
         "dataset": info.name, "task": ctx.task.name, "space": ctx.cfg.space.name, "strategy": ctx.cfg.strategy.name,
         "best_finalist": best_i, "selected_by": f"val_{key}", "best_epoch": best["best_epoch"],
         "val": best["val"], "test": test, "baseline_test": ctx.task.baseline(ctx.dataset, "test"),
-        "params": best["params"],
+        "params": best["params"], "flops": _flops(model, info),
         "finalists": [{"index": i, "chosen_as": r.get("chosen_as"), "hash": r["hash"], "val": r["val"],
                        "best_epoch": r["best_epoch"], "params": r["params"]} for i, r in results.items()],
         "failed_finalists": [{"index": i, "error": _read_json(rd / "finalists" / str(i) / FAILED).get("error")}
@@ -369,12 +366,22 @@ def choose_best(ctx: RunContext, finalists: list[dict[str, Any]], available: lis
         "retrain": {"epochs": ctx.cfg.evaluator.epochs, "seconds": sum(r["seconds"] for r in results.values())},
         "device": ctx.device, "seed": ctx.cfg.run.seed,
     }
-    from .report import add_detailed_metrics    # CIs, confusion matrix, operating threshold, calibration
-    add_detailed_metrics(metrics, ctx.task, model, ctx.dataset, ctx.device, ctx.cfg.run.seed)
     atomic_write_json(rd / RunDir.METRICS, metrics)
     figures = ctx.task.write_figures(model, ctx.dataset, rd, ctx.device)
     for f in figures:
         _logger.info("wrote %s", f)
+
+
+def _flops(model: Any, info: Any) -> float | None:
+    """FLOPs of one image (torch's counter: 2 per multiply-accumulate); None if the input size is unknown."""
+    import torch
+
+    from .evaluators.zero_cost_proxies import flops
+
+    if not info.image_size:
+        return None
+    x = torch.zeros(1, info.in_channels, info.image_size, info.image_size, device=next(model.parameters()).device)
+    return flops(model, x)
 
 
 def resume_search(path: str | Path, progress: bool | None = None, announce: Any = None) -> RunDir:
