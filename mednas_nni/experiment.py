@@ -272,6 +272,9 @@ def _run_phases(cfg: ExperimentConfig, rd: RunDir, announce: Any = None) -> RunD
         report = exporter.export(load_trained(rd.path, ctx=ctx), rd / "export")
         atomic_write_json(rd / "export_report.json", report)
         rd.set_status(phase="done")
+    if rd.status().get("phase") == "done":
+        from .report import write_run_report     # report.md, report.html, environment.json
+        write_run_report(rd.path, seed=cfg.run.seed, device=ctx.device)
     return rd
 
 
@@ -366,6 +369,8 @@ def choose_best(ctx: RunContext, finalists: list[dict[str, Any]], available: lis
         "retrain": {"epochs": ctx.cfg.evaluator.epochs, "seconds": sum(r["seconds"] for r in results.values())},
         "device": ctx.device, "seed": ctx.cfg.run.seed,
     }
+    from .report import add_detailed_metrics    # CIs, confusion matrix, operating threshold, calibration
+    add_detailed_metrics(metrics, ctx.task, model, ctx.dataset, ctx.device, ctx.cfg.run.seed)
     atomic_write_json(rd / RunDir.METRICS, metrics)
     figures = ctx.task.write_figures(model, ctx.dataset, rd, ctx.device)
     for f in figures:
