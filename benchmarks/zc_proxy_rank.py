@@ -227,6 +227,27 @@ def analyse(rows: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     return out
 
 
+def proxy_redundancy(archs: list, channels: int, space_kw: dict[str, Any], train: tuple, work: Path) -> dict:
+    """Kendall tau (bootstrap CI) of each proxy with #params over every sampled architecture (BreastMNIST batch):
+    a proxy that only measures size cannot beat #params. Scores are cached in ``work``."""
+    import torch
+
+    from mednas_nni.search_spaces.mstf_cell import MSTFCellSpace
+
+    cache = work / f"zc_proxy_rank-proxies-C{channels}.json"
+    scores = json.loads(cache.read_text()) if cache.exists() else []
+    space = MSTFCellSpace(in_channels=1, out_channels=2, channels=channels, **space_kw)
+    px, py = train
+    pb = torch.randperm(len(px), generator=torch.Generator().manual_seed(0))[:64]
+    for sample in archs[len(scores):]:
+        scores.append(proxy_scores(space, sample, px[pb], py[pb]))
+        cache.write_text(json.dumps(scores))
+    ok = [r for r in scores if "error" not in r]
+    size = np.array([r["params"] for r in ok])
+    return {"n_archs": len(ok), **{p: corr_with_ci(np.array([r[p] for r in ok]), size)
+                                   for p in PROXIES if p != "params"}}
+
+
 # ---------------------------------------------------------------------------------------------------- budget
 def calibrate(mode: dict[str, Any], space_kw: dict[str, Any], data: dict[str, dict[str, Any]], archs: list,
               budget_s: float, log: Any) -> dict[str, Any]:
@@ -359,19 +380,24 @@ def main(argv: list[str] | None = None) -> int:
                 aucs = [round(rec["train"][str(s)]["long"]["auc"], 3) for s in plan["seeds"]]
                 log(f"{rec['flag']} arch {rec['index'] + 1}/{len(archs)}: test AUC {aucs} ({rec['seconds']:.0f} s; "
                     f"{len(done)}/{2 * len(archs)} done, {(time.perf_counter() - t_start) / 60:.1f} min in all)")
+    from mednas_nni.engines.records import arch_hash
+
     results = {}
     for flag in FLAGS:
         rows = [done[(flag, i)] for i in range(len(archs)) if (flag, i) in done
                 and "error" not in done[(flag, i)]["proxies"]]
         if len(rows) >= 4:
             results[flag] = analyse(rows, plan["seeds"])
-    payload = {"benchmark": "zc_proxy_rank", "mode": args.mode, "plan": plan,
+    # cheap and independent of any training: how much of each proxy is the network's size (all sampled archs)
+    proxy_vs_params = proxy_redundancy(archs, plan["channels"], space_kw, data["breastmnist"]["train"], work=args.work)
+    payload = {"benchmark": "zc_proxy_rank", "proxy_vs_params": proxy_vs_params, "mode": args.mode, "plan": plan,
                "space": {"name": "mstf_cell", **space_kw, "channels": plan["channels"]},
                "n_train": {f: len(data[f]["train"][0]) for f in FLAGS},
                "n_test": {f: len(data[f]["test"][0]) for f in FLAGS},
                "machine": {**machine(), "load_avg_1m_at_end": os.getloadavg()[0]},
                "wall_seconds_this_session": time.perf_counter() - t_start,
-               "results": results, "archs": [{"hash": None, "sample": a} for a in archs]}
+               "results": results, "archs": [{"hash": arch_hash(a), "sample": a} for a in archs],
+               "finished": {f: sum((f, i) in done for i in range(len(archs))) for f in FLAGS}}
     write_results(out_dir, "zc_proxy_rank", payload, table(payload))
     print(table(payload))
     log(f"wrote {out_dir / 'zc_proxy_rank.json'} and .md")
@@ -395,6 +421,17 @@ def table(p: dict[str, Any]) -> str:
              "training subset chosen by the timing step). Target: test metric after all epochs, mean of the seeds.",
              "Proxies at initialisation (weights from seed 0) on one batch of 64 training images. CIs: 95 % "
              "bootstrap over architectures (1000 resamples).", ""]
+    fin = p.get("finished", {})
+    if any(n < len(p["archs"]) for n in fin.values()):
+        lines += [f"**Partial run**: finished trainings per data set {fin} of {len(p['archs'])} architectures "
+                  "planned (the machine was shared; `--report` tabulates what has finished, the same command "
+                  "resumes the rest).", ""]
+    pv = p.get("proxy_vs_params")
+    if pv:
+        lines += [f"## How much of each proxy is network size ({pv['n_archs']} architectures, no training)", "",
+                  "| proxy | Kendall tau with #params [95 % CI] | Spearman rho [95 % CI] |", "|---|---|---|"]
+        lines += [f"| {k} | {_ci(v, 'tau')} | {_ci(v, 'rho')} |" for k, v in pv.items() if k != "n_archs"]
+        lines.append("")
     for flag, r in p["results"].items():
         for metric, label in (("auc", "test AUC"), ("bal_acc", "test balanced accuracy")):
             x = r[metric]
