@@ -133,3 +133,28 @@ def test_interrupted_search_resumes_from_its_last_epoch_checkpoint(tmp_path):
     assert [int(r["epoch"]) for r in _rows(ctx.run_dir / "oneshot_metrics.csv")] == [0, 1, 2, 3, 4]
     assert out.rows[2]["p/mid/conv3"] == pytest.approx(torch.softmax(alpha_saved, -1)[0].item(), abs=1e-6)
     assert torch.load(checkpoint_path(ctx.run_dir), weights_only=True)["epoch"] == 3
+
+
+def test_in_an_nnictl_trial_every_epoch_and_the_end_reach_nni(tmp_path, monkeypatch):
+    """The search as one nnictl trial (NNI_NOTES §4): intermediate dicts per epoch, one final dict at the end."""
+    import nni
+
+    import mednas_nni.engines.oneshot as oneshot
+    from mednas_nni.engines.oneshot_trial import overrides_from_parameters
+
+    sent = {"intermediate": [], "final": []}
+    monkeypatch.setattr(oneshot, "in_nni_trial", lambda: True)
+    monkeypatch.setattr(nni, "report_intermediate_result", lambda m: sent["intermediate"].append(m))
+    monkeypatch.setattr(nni, "report_final_result", lambda m: sent["final"].append(m))
+    data = DiscSegmentation(n_train=8, n_val=8)
+    task = SegmentationTask(data.info)
+    space = TinySegmenterSpace()
+    ctx = make_ctx(tmp_path, data, task, seed=0)
+    run_oneshot(space, task, data, ctx, OneShotParams(epochs=2, batch_size=8, checkpoint=False, max_val_batches=1),
+                OneShotHooks(costs=_costs(space)))
+    assert len(sent["intermediate"]) == 2 and len(sent["final"]) == 1
+    last = sent["intermediate"][-1]
+    assert last["default"] == last["val_dice"] and {"E_params", "p/mid/conv3", "train_loss"} <= set(last)
+    assert sent["final"][0]["default"] == last["default"] and "p/mid/conv3" not in sent["final"][0]
+    assert overrides_from_parameters({"lambda_params": 0.015, "space.params.channels": 8}) == [
+        "strategy.params.lambda_params=0.015", "space.params.channels=8"]
