@@ -168,6 +168,7 @@ def _working_directory(folder: Path | None) -> Iterator[None]:
 def run_local(loop: SearchLoop) -> None:
     """Run ``loop`` as a NasExperiment on NNI's training service (``engine.kind: local``; where the trials run is
     ``training_service.platform``)."""
+    import requests
     from nni.experiment import management
     from nni.nas.experiment import NasExperiment, NasExperimentConfig
 
@@ -219,10 +220,12 @@ def run_local(loop: SearchLoop) -> None:
                 raise SearchError(f"NNI could not start on port {eng.port}: {e}; set engine.port to a free port") \
                     from None
             raise
-        except json.JSONDecodeError as e:   # NNI's launcher reads the manager's answer as JSON: another server?
-            raise SearchError(f"NNI's manager did not start on 127.0.0.1:{eng.port} ({e}): "
-                              f"{manager_error(work / exp_id / 'log')}; is another server using the port? set "
-                              "engine.port to a free port") from None
+        except (json.JSONDecodeError, requests.exceptions.JSONDecodeError) as e:
+            # NNI's launcher reads the manager's first answers as JSON. Seen under heavy load (2 cores, load 15-20):
+            # the REST server answered before the manager was ready (NNI's start-up race), in 1 of ~12 launches.
+            raise SearchError(f"NNI's manager on 127.0.0.1:{eng.port} did not answer its launcher with JSON ({e}; "
+                              f"{manager_error(work / exp_id / 'log')}): NNI was still starting (heavy load) or "
+                              "another server uses the port; run again, or set engine.port to a free port") from None
         finally:
             exp.stop()
     if not loop.finished and not strategy.budget_exhausted:
