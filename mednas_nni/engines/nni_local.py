@@ -222,9 +222,9 @@ def run_local(loop: SearchLoop) -> None:
             raise
         except requests.exceptions.ConnectionError:
             # NNI's launcher gives the new manager ~4 s (3 retries); under heavy load node may not be up by then
-            raise SearchError(f"NNI's manager did not answer on 127.0.0.1:{eng.port} within NNI's start-up window "
-                              f"(~4 s; {manager_error(work / exp_id / 'log')}): the machine is probably overloaded; "
-                              "run again") from None
+            raise SearchError(f"NNI's manager did not answer on 127.0.0.1:{eng.port} "
+                              f"({manager_error(work / exp_id / 'log')}); at start NNI waits only ~4 s for it, which "
+                              "an overloaded machine can miss: run again") from None
         except (json.JSONDecodeError, requests.exceptions.JSONDecodeError) as e:
             # NNI's launcher reads the manager's first answers as JSON. Seen under heavy load (2 cores, load 15-20):
             # the REST server answered before the manager was ready (NNI's start-up race), in 1 of ~12 launches.
