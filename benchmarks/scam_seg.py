@@ -172,7 +172,11 @@ def _markdown(res: dict[str, Any]) -> str:
         kept = [r["edges_kept"] for r in block["runs"]["scam"]]
         lines += [f"Derived SCAM networks kept {kept} of {block['runs']['scam'][0]['edges']} attention edges "
                   "(the rest derived as `none`) per seed.", ""]
-    lines += ["Mean ± sample std over seeds. Targets:", "", *res["verdict"], ""]
+    lines += ["Mean ± sample std over seeds (per-seed values in the JSON). Search time = the one-shot search phase of "
+              "the run (supernet training, per-epoch supernet validation, figures); training time = one training of "
+              "the network by the common recipe. With 3 seeds and standard deviations of this size, a difference "
+              "smaller than about two standard deviations is not evidence either way; in CPU mode every network is "
+              "far from converged.", "", "Targets:", "", *res["verdict"], ""]
     return "\n".join(lines)
 
 
