@@ -215,15 +215,3 @@ def test_params_need_an_alpha_epoch_and_a_segmentation_task():
         SCAMParams(epochs=4, warmup_epochs=3, weight_every=3)
     assert SCAMParams(epochs=4, warmup_epochs=3, weight_every=3, alternation="step").alternation == "step"
 
-
-def test_nnictl_trial_turns_parameters_into_overrides_and_reports_bad_configs(tmp_path, capsys):
-    from mednas_nni.strategies.scam_nnictl_trial import main, overrides_from_parameters
-
-    assert overrides_from_parameters({"strategy.params.epochs": 3, "space.params.combination": "serial",
-                                      "space.params.share_alpha": True}) == [
-        "space.params.combination=serial", "space.params.share_alpha=true", "strategy.params.epochs=3"]
-    bad = tmp_path / "bad.yml"
-    bad.write_text("strategy: {name: scam, params: {epochs: 0}}\n")
-    assert main([str(bad)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err
