@@ -241,29 +241,38 @@ def plot_alpha(rows: list[dict[str, Any]], path: Path, title: str = "architectur
         panels.setdefault(panel, {}).setdefault(value, []).append(c)
         n_labels.setdefault(panel, set()).add(label)
     n = len(panels)
-    ncol = min(n, 3)
+    ncol = 2 if n in (2, 4) else min(n, 3)
     nrow = math.ceil(n / ncol)
+    # one legend for the figure when every panel has the same candidates (cell spaces: 8 ops x many panels)
+    same = len({tuple(v) for v in panels.values()}) == 1 and n > 1
     fig = Figure(figsize=(max(4.6 * ncol, 6.4), 3.4 * nrow + 0.6), layout="constrained")
     axes = fig.subplots(nrow, ncol, squeeze=False)
     epochs = [r["epoch"] for r in rows]
-    colors = {}
+    colors: dict[str, str] = {}
+    palette = [f"C{i}" for i in range(10) if i != 7]          # C7 (grey) is kept for the uniform line
     for ax, (panel, by_value) in zip(axes.flat, panels.items()):
+        top = 0.0
         for value, vcols in by_value.items():
             data = np.array([[r.get(c, float("nan")) for c in vcols] for r in rows], dtype=float)
-            color = colors.setdefault(value, f"C{len(colors) % 10}")
+            color = colors.setdefault(value, palette[len(colors) % len(palette)])
             ax.plot(epochs, data.mean(axis=1), marker="o", ms=3, label=value, color=color)
             if data.shape[1] > 1:
                 ax.fill_between(epochs, data.min(axis=1), data.max(axis=1), color=color, alpha=0.12, lw=0)
-        ax.axhline(1 / len(by_value), color="0.6", lw=0.8, ls=":", label="uniform")
+            top = max(top, float(np.nanmax(data)) if data.size else 0.0)
+        ax.axhline(1 / len(by_value), color="0.5", lw=0.9, ls=":", label="uniform")
         k = len(n_labels[panel])
         ax.set_title(panel if k == 1 else f"{panel} (mean of {k} edges; band: min-max)", fontsize=10)
         ax.set_xlabel("epoch (0: initial α)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("p")
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize=7, loc="upper left", ncol=2 if len(by_value) > 4 else 1)
+        ax.set_ylim(0, 1 if top > 0.6 else min(1.0, max(0.3, 1.15 * top)))   # early searches stay near uniform
+        if not same:
+            ax.legend(fontsize=7, loc="upper left", ncol=2 if len(by_value) > 4 else 1)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
+    if same:
+        handles, labels_ = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels_, loc="outside lower center", ncol=min(len(labels_), 5), fontsize=8)
     fig.suptitle(title, fontsize=11)
     return atomic_savefig(fig, path, dpi=110)
 
