@@ -33,9 +33,9 @@ shared by every block, labels ``cell/node{j}/edge{i}``; ``share_cells: false``: 
 predecessor in DARTS genotype numbering (0 = the block before the previous one, 1 = the previous block, 2 + m =
 intermediate node m). Values: :data:`~.lw_ops.OP_NAMES`.
 
-``space.freeze(sample)`` builds the derived network (fresh weights, only the chosen op per edge; ``zero`` edges
-stay as a zero op so that the state dict keys do not depend on NNI). Derivation (:meth:`LWMISNSpace.derive`): the DARTS rule, kept by the paper ("keep the two strongest ops per
-intermediate node"): per node, the two incoming edges whose strongest non-zero op has the highest probability keep
+``space.freeze(sample)`` builds the derived network, a plain ``nn.Module`` (:class:`LWMISNNet`: fresh weights, only
+the chosen op per edge; ``zero`` edges stay as a zero op). Derivation (:meth:`LWMISNSpace.derive`): the DARTS rule,
+kept by the paper ("keep the two strongest ops per intermediate node"): per node, the two incoming edges whose strongest non-zero op has the highest probability keep
 that op; every other edge becomes ``zero``. Costs (:meth:`LWMISNSpace.op_costs`): per label and op, the params and
 FLOPs (multiply-accumulates) of the op summed over every block that uses the label, at that block's channels and
 resolution for ``image_size`` (or ``cost_image_size``; 256 px when neither is known): eq. 5-11's ``P(o)``, ``F(o)``.
@@ -60,7 +60,7 @@ from mednas_nni.errors import ConfigError
 from ._common import check_image_size, check_spatial_dims
 from .lw_ops import OP_NAMES, build_op, op_cost
 
-__all__ = ["LWMISNParams", "LWMISNSpace", "LWCell", "block_names", "edge_label", "derive_top2", "SHORT"]
+__all__ = ["LWMISNParams", "LWMISNSpace", "LWMISNNet", "LWCell", "block_names", "edge_label", "derive_top2", "SHORT"]
 
 SHORT = {"identity": "id", "sep_conv_3x3": "sep", "dil_conv_3x3": "dil", "ghost_conv": "ghost", "sk_conv": "sk",
          "shuffle_conv_3x3": "shuffle", "max_pool_3x3": "pool", "zero": "zero"}
@@ -189,6 +189,76 @@ class LWCell(nn.Module):
         return torch.cat(states[2:], dim=1)
 
 
+def _build_network(m: nn.Module, in_channels: int, out_channels: int, p: LWMISNParams) -> None:
+    """Stem, cells, up-convs and head of the U (a supernet, or under ``model_context(sample)`` one network)."""
+    m.p = p
+    m.blocks_spec = block_names(p.encoder_blocks, p.middle_blocks, p.decoder_blocks)
+    m.scopes = ["cell"] if p.share_cells else [n for n, _ in m.blocks_spec]
+    c0 = p.channels
+    m.stem = Convolution(2, in_channels, c0, kernel_size=3, act=None, norm="batch", bias=False)
+    m.cells = nn.ModuleList()
+    m.ups = nn.ModuleDict()
+    # (channels, level) of every state: index 0 is the stem, then one per block
+    states: List[Tuple[int, int]] = [(c0, 0)]
+    skips: Dict[int, int] = {}
+    for b, (block, level) in enumerate(m.blocks_spec):
+        c = p.channels * 2 ** level
+        c_pp, level_pp = states[b - 1] if b >= 1 else states[0]
+        c_p, level_p = states[b]
+        if block.startswith("dec"):
+            m.ups[block] = UpSample(2, c_p, c, scale_factor=2, mode="deconv")
+            c_p = c + skips[level]
+        scope = "cell" if p.share_cells else block
+        m.cells.append(LWCell(c_pp, c_p, c, level_pp, level, scope, p.nodes, p.ops, p.drop_path_prob))
+        states.append((p.nodes * c, level))
+        if block.startswith("enc"):
+            skips[level] = p.nodes * c
+    m.head = Convolution(2, states[-1][0], out_channels, kernel_size=1, conv_only=True, bias=True)
+
+
+def _network_forward(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``(N, in_channels, H, W)`` images -> ``(N, out_channels, H, W)`` logits, for any ``H, W >= 1``."""
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    multiple = 2 ** m.p.encoder_blocks
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    stem = m.stem(x)
+    outs: List[torch.Tensor] = [stem]
+    skips: Dict[int, torch.Tensor] = {}
+    for b, ((block, level), cell) in enumerate(zip(m.blocks_spec, m.cells)):
+        s0 = outs[b - 1] if b >= 1 else outs[0]
+        s1 = outs[b]
+        if block.startswith("dec"):
+            s1 = torch.cat([m.ups[block](s1), skips[level]], dim=1)
+        elif b >= 1 and m.blocks_spec[b - 1][0].startswith("enc"):
+            s1 = F.max_pool2d(s1, 2)          # the 2x2 max-pool after every encoder block
+        out = cell(s0, s1)
+        if block.startswith("enc"):
+            skips[level] = out
+        outs.append(out)
+    y = m.head(outs[-1])
+    if pad_h or pad_w:
+        y = y[:, :, :h, :w]
+    return y
+
+
+class LWMISNNet(nn.Module):
+    """A derived ``lw_misn`` network (``LWMISNSpace(...).freeze(sample)``): a plain ``nn.Module`` without NNI
+    mutables; ``arch`` holds the sample."""
+
+    def __init__(self, sample: Dict[str, Any], in_channels: int, out_channels: int, p: LWMISNParams):
+        super().__init__()
+        self.arch = dict(sample)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        with model_context(sample):
+            _build_network(self, in_channels, out_channels, p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, in_channels, H, W)`` images -> ``(N, out_channels, H, W)`` logits."""
+        return _network_forward(self, x)
+
+
 class LWMISNSpace(ModelSpace, SearchSpace):
     """Auto-LW-MISN: U-shaped supernet of lightweight DARTS cells for segmentation (see the module doc).
 
@@ -229,66 +299,20 @@ class LWMISNSpace(ModelSpace, SearchSpace):
                               f"for {image_size} px images (the bottom of the U keeps >= 2x2 px after 2x2 max-pools), "
                               f"got {encoder_blocks}")
         self.p = p
-        self._init_kwargs = dict(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
-                                 image_size=image_size, **p.model_dump())
         self.in_channels, self.out_channels, self.image_size = in_channels, out_channels, image_size
-        self.blocks_spec = block_names(encoder_blocks, middle_blocks, decoder_blocks)
-        self.scopes = ["cell"] if share_cells else [n for n, _ in self.blocks_spec]
-        c0 = channels
-        self.stem = Convolution(2, in_channels, c0, kernel_size=3, act=None, norm="batch", bias=False)
-        self.cells = nn.ModuleList()
-        self.ups = nn.ModuleDict()
-        # (channels, level) of every state: index 0 is the stem, then one per block
-        states: List[Tuple[int, int]] = [(c0, 0)]
-        skips: Dict[int, int] = {}
-        for b, (block, level) in enumerate(self.blocks_spec):
-            c = channels * 2 ** level
-            c_pp, level_pp = states[b - 1] if b >= 1 else states[0]
-            c_p, level_p = states[b]
-            if block.startswith("dec"):
-                self.ups[block] = UpSample(2, c_p, c, scale_factor=2, mode="deconv")
-                c_p = c + skips[level]
-            scope = "cell" if share_cells else block
-            self.cells.append(LWCell(c_pp, c_p, c, level_pp, level, scope, nodes, p.ops, drop_path_prob))
-            states.append((nodes * c, level))
-            if block.startswith("enc"):
-                skips[level] = nodes * c
-        self.head = Convolution(2, states[-1][0], out_channels, kernel_size=1, conv_only=True, bias=True)
+        _build_network(self, in_channels, out_channels, p)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_channels, H, W)`` images -> ``(N, out_channels, H, W)`` logits, for any ``H, W >= 1``."""
-        h, w = int(x.shape[-2]), int(x.shape[-1])
-        multiple = 2 ** self.p.encoder_blocks
-        pad_h, pad_w = (-h) % multiple, (-w) % multiple
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        stem = self.stem(x)
-        outs: List[torch.Tensor] = [stem]
-        skips: Dict[int, torch.Tensor] = {}
-        for b, ((block, level), cell) in enumerate(zip(self.blocks_spec, self.cells)):
-            s0 = outs[b - 1] if b >= 1 else outs[0]
-            s1 = outs[b]
-            if block.startswith("dec"):
-                s1 = torch.cat([self.ups[block](s1), skips[level]], dim=1)
-            elif b >= 1 and self.blocks_spec[b - 1][0].startswith("enc"):
-                s1 = F.max_pool2d(s1, 2)          # the 2x2 max-pool after every encoder block
-            out = cell(s0, s1)
-            if block.startswith("enc"):
-                skips[level] = out
-            outs.append(out)
-        y = self.head(outs[-1])
-        if pad_h or pad_w:
-            y = y[:, :, :h, :w]
-        return y
+        return _network_forward(self, x)
 
-    def freeze(self, sample: Dict[str, Any]) -> "LWMISNSpace":  # type: ignore[override]
-        """Validate ``sample`` (``SampleValidationError`` if invalid) and build the network of that architecture:
-        fresh weights, only the chosen op on every edge, no NNI mutable left. (NNI's default freeze deep-copies the
-        supernet's chosen modules one by one, which takes seconds for this space.)"""
+    def freeze(self, sample: Dict[str, Any]) -> "LWMISNNet":  # type: ignore[override]
+        """Validate ``sample`` (``SampleValidationError`` if invalid) and build :class:`LWMISNNet`, the network of
+        that architecture: a plain ``nn.Module``, fresh weights, only the chosen op on every edge. (NNI's default
+        freeze deep-copies the supernet's chosen modules one by one, which takes seconds for this space.)"""
         self.validate(sample)
-        with model_context(sample):
-            return type(self)(**self._init_kwargs)
+        return LWMISNNet(sample, self.in_channels, self.out_channels, self.p)
 
     # ------------------------------------------------------------------ hooks of the space contract
     def label_values(self) -> Dict[str, List[Any]]:
