@@ -35,7 +35,8 @@ intermediate node m). Values: :data:`~.lw_ops.OP_NAMES`.
 
 ``space.freeze(sample)`` builds the derived network, a plain ``nn.Module`` (:class:`LWMISNNet`: fresh weights, only
 the chosen op per edge; ``zero`` edges stay as a zero op). Derivation (:meth:`LWMISNSpace.derive`): the DARTS rule,
-kept by the paper ("keep the two strongest ops per intermediate node"): per node, the two incoming edges whose strongest non-zero op has the highest probability keep
+kept by the paper ("keep the two strongest ops per intermediate node"): per node, the two incoming edges whose
+strongest non-zero op has the highest probability keep
 that op; every other edge becomes ``zero``. Costs (:meth:`LWMISNSpace.op_costs`): per label and op, the params and
 FLOPs (multiply-accumulates) of the op summed over every block that uses the label, at that block's channels and
 resolution for ``image_size`` (or ``cost_image_size``; 256 px when neither is known): eq. 5-11's ``P(o)``, ``F(o)``.
@@ -295,7 +296,8 @@ class LWMISNSpace(ModelSpace, SearchSpace):
             msg = "expected " + msg.removeprefix("Value error, ") if msg.startswith("Value error, ") else msg
             raise ConfigError(f"space lw_misn: {where}: {msg}") from None
         if image_size is not None and math.ceil(image_size / 2 ** encoder_blocks) < 2:
-            raise ConfigError(f"space lw_misn: encoder_blocks: expected at most {int(math.log2(max(image_size, 2))) - 1} "
+            most = int(math.log2(max(image_size, 2))) - 1
+            raise ConfigError(f"space lw_misn: encoder_blocks: expected at most {most} "
                               f"for {image_size} px images (the bottom of the U keeps >= 2x2 px after 2x2 max-pools), "
                               f"got {encoder_blocks}")
         self.p = p

@@ -30,7 +30,7 @@ pixels). Pooling, identity and zero cost 0, as in Table 1. At 32 channels, 32x32
 =================  ===================  ==================  ===========================================================
 op                 ours params / MFLOPs paper kB / MB        why ours differs
 =================  ===================  ==================  ===========================================================
-sep_conv_3x3       2.75 k / 2.69        2.81 / 2.68          paper's count has 64 more "params" (BN bookkeeping?); same MACs
+sep_conv_3x3       2.75 k / 2.69        2.81 / 2.68          paper counts 64 more "params" (BN bookkeeping?)
 dil_conv_3x3       1.38 k / 1.34        1.41 / 1.34          likewise 32 more on the one BN
 ghost_conv         0.72 k / 0.67        0.74 / 0.67          likewise (BN)
 sk_conv            2.26 k / 0.59        2.44 / 0.65          the fc width d is not given (d = 16 ours, no BN in the fc);

@@ -145,6 +145,7 @@ class CCDARTS(DARTSSearch):
 
             cost = fin.get("searched_cost", {})
             draw_cells(space.kept_edges(out.sample), space.p.nodes, ctx.run_dir / CELL_PNG,
-                       title=f"derived cell (λ1={p.lambda_params:g}, λ2={p.lambda_flops:g}); its searched edges in the "
+                       title=f"derived cell (λ1={p.lambda_params:g}, λ2={p.lambda_flops:g}); its searched edges in "
+                             "the "
                              f"whole net: {cost.get('params', 0):,.0f} params, {cost.get('flops', 0) / 1e6:.2f} M MACs")
         return out.finalists

@@ -27,8 +27,8 @@ from pytorch_lightning import Callback
 from ..errors import RunDirError
 from ..io import atomic_torch_save
 
-__all__ = ["CHECKPOINT_DIR", "CHECKPOINT_FILE", "AtomicCheckpointIO", "EpochCheckpoint", "last_checkpoint_callback", "checkpoint_path",
-           "load_checkpoint", "checkpoint_epoch"]
+__all__ = ["CHECKPOINT_DIR", "CHECKPOINT_FILE", "AtomicCheckpointIO", "EpochCheckpoint", "last_checkpoint_callback",
+           "checkpoint_path", "load_checkpoint", "checkpoint_epoch"]
 
 _logger = logging.getLogger(__name__)
 
