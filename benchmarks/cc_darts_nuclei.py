@@ -41,9 +41,9 @@ CONFIG = REPO / "examples" / "cc_darts_dsb2018.yml"
 __all__ = ["MODES", "main"]
 
 MODES = {
-    "cpu": dict(size=64, max_images=100, channels=8, blocks=(2, 3, 2), search_epochs=3, search_batches=6,
-                batch_size=4, retrain_epochs=4, retrain_batches=None, val_batches=3, seeds=[0, 1, 2],
-                overhead_steps=6, latency_runs=20, monai_features=(16, 16, 32, 64, 128, 16),
+    "cpu": dict(size=48, max_images=80, channels=8, blocks=(2, 3, 2), search_epochs=2, search_batches=4,
+                batch_size=4, retrain_epochs=3, retrain_batches=None, val_batches=2, seeds=[0, 1, 2],
+                overhead_steps=3, latency_runs=20, monai_features=(16, 16, 32, 64, 128, 16),
                 monai_channels=(16, 32, 64, 128), monai_strides=(2, 2, 2)),
     "full": dict(size=256, max_images=None, channels=32, blocks=(2, 3, 2), search_epochs=25, search_batches=None,
                  batch_size=2, retrain_epochs=30, retrain_batches=None, val_batches=None, seeds=[0, 1, 2],
@@ -217,7 +217,7 @@ def _markdown(res: dict) -> str:
              f"{'/'.join(map(str, cfg['blocks']))} blocks, {cfg['channels']} channels; search {cfg['search_epochs']} "
              f"epochs x {cfg['search_batches'] or 'all'} batches of {cfg['batch_size']}; retraining (every method, "
              f"λ = 0) {cfg['retrain_epochs']} epochs, batch {cfg['batch_size']}, Adam 6e-3; seeds "
-             f"{cfg['seeds']}. Test split only for the final numbers.", "",
+             f"{res['seeds_done']} of {cfg['seeds']} done. Test split only for the final numbers.", "",
              "| method | test DSC % | test IoU % | params | GMACs / image | ORT CPU ms | search s | retrain s |",
              "|---|---|---|---|---|---|---|---|"]
     for name, s in res["summary"].items():
@@ -272,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     out = args.out if args.mode != "smoke" else work / "results"
     load0 = os.getloadavg()[0]
+    overhead = _overhead(cfg, work)            # first: every partial write below has it
+    print(f"overhead: {overhead}", flush=True)
     runs: dict[str, list[dict]] = {"cc_darts": [], "cc_darts λ=0": [], "MONAI BasicUNet": [], "MONAI UNet": []}
     for seed in cfg["seeds"]:
         for name, lam in (("cc_darts", PAPER), ("cc_darts λ=0", {"lambda_params": 0.0, "lambda_flops": 0.0})):
@@ -283,15 +285,17 @@ def main(argv: list[str] | None = None) -> int:
             r = _monai(cfg, seed, work, kind)
             runs[f"MONAI {kind}"].append({"seed": seed, **r})
             print(f"seed {seed} MONAI {kind}: DSC {100 * r['test']['dice']:.2f} params {r['params']:,}", flush=True)
-    overhead = _overhead(cfg, work)
-    load1 = os.getloadavg()[0]
-    res = {"mode": args.mode, "budget": {**cfg, "paper_lambda": PAPER}, "machine": machine(),
-           "load_note": f"Load average {load0:.1f} at the start and {load1:.1f} at the end on 2 shared cores: the "
-                        "times (search, retrain, latency) are inflated and noisy; the CPU-time overhead is less so.",
-           "runs": runs, "summary": {k: _summary(v) for k, v in runs.items()},
-           "baseline_test": runs["cc_darts"][0]["baseline_test"], "overhead": overhead, "targets": TARGETS}
-    res["verdict"] = _verdict(res)
-    write_results(out, "cc_darts_nuclei", res, _markdown(res))
+        # results after every seed, so that an interrupted benchmark still leaves its finished seeds
+        load1 = os.getloadavg()[0]
+        res = {"mode": args.mode, "budget": {**cfg, "paper_lambda": PAPER}, "machine": machine(),
+               "seeds_done": [r["seed"] for r in runs["cc_darts"]],
+               "load_note": f"Load average {load0:.1f} at the start and {load1:.1f} at the last write on 2 shared "
+                            "cores: the times (search, retrain, latency) are inflated and noisy; the CPU-time "
+                            "overhead is less so.",
+               "runs": runs, "summary": {k: _summary(v) for k, v in runs.items()},
+               "baseline_test": runs["cc_darts"][0]["baseline_test"], "overhead": overhead, "targets": TARGETS}
+        res["verdict"] = _verdict(res)
+        write_results(out, "cc_darts_nuclei", res, _markdown(res))
     print(_markdown(res))
     return 0
 
