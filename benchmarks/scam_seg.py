@@ -40,9 +40,9 @@ SHARED = Path(os.environ.get("MEDNAS_SHARED_DATA", REPO.parent / "shared" / "dat
 __all__ = ["MODES", "DATASETS", "main"]
 
 MODES = {
-    "cpu": dict(size=32, max_images=48, root_width=8, hidden=8, search_epochs=4, warmup=1, search_batches=3,
-                batch_size=4, val_batches=1, arc_lr=0.005, lr=0.002, retrain_epochs=6, retrain_batch=8,
-                retrain_batches=5, seeds=[0, 1, 2], datasets=["wbc_seg", "dsb2018"]),
+    "cpu": dict(size=32, max_images=60, root_width=8, hidden=8, search_epochs=6, warmup=2, search_batches=4,
+                batch_size=4, val_batches=1, arc_lr=0.005, lr=0.002, retrain_epochs=15, retrain_batch=8,
+                retrain_batches=6, seeds=[0, 1, 2], datasets=["wbc_seg", "dsb2018"]),
     "full": dict(size=128, max_images=None, root_width=16, hidden=32, search_epochs=60, warmup=10,
                  search_batches=None, batch_size=4, val_batches=None, arc_lr=0.001, lr=0.001, retrain_epochs=100,
                  retrain_batch=8, retrain_batches=None, seeds=[0, 1, 2], datasets=["wbc_seg", "dsb2018"]),
