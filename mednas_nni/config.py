@@ -64,7 +64,7 @@ class EngineConfig(_Section):
 
     ``sequential``: in this process, one after the other (no web UI; tests, benchmarks, zero-cost scoring).
     ``local``: one NNI trial per architecture on NNI's local training service, with NNI's web UI on ``port``
-    (the NNI manager listens on all interfaces: browse 127.0.0.1 only). Under ``nnictl`` the experiment's own
+    (mednas starts the NNI manager on 127.0.0.1 only; ``training_service.manager_host`` opens it, with a warning). Under ``nnictl`` the experiment's own
     config decides instead. One-shot strategies always train in this process.
     """
 

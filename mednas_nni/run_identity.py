@@ -7,7 +7,7 @@ strategy state were all built with the old value, and mixing two would give resu
 
 Fields that only say *where* or *how fast* the same work runs may change between sessions (:data:`MAY_CHANGE`):
 a moved data root (``data.params.root``; the data set is verified on load), the device, the output folder, the
-progress bar, NNI's port and concurrency.
+progress bar, NNI's port and concurrency, and the ``training_service`` section (which machines run the trials).
 """
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ MAY_CHANGE = frozenset({
     "engine.port", "engine.trial_concurrency", "engine.trial_gpu_number", "engine.use_active_gpu",
     "evaluator.num_workers", "data.params.root", "data.params.download", "data.params.verify",
 })
+#: whole sections that may change: which machines run the trials (a resumed search may move to other workers)
+MAY_CHANGE_PREFIXES = ("training_service.",)
 
 
 def config_data(cfg: Any) -> dict[str, Any]:
@@ -66,7 +68,7 @@ def config_differences(before: dict[str, Any], now: dict[str, Any]) -> list[tupl
     diffs = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key, missing), b.get(key, missing)
-        if va != vb and key not in MAY_CHANGE:
+        if va != vb and key not in MAY_CHANGE and not key.startswith(MAY_CHANGE_PREFIXES):
             diffs.append((key, None if va is missing else va, None if vb is missing else vb))
     return diffs
 

@@ -106,3 +106,14 @@ def test_search_time_is_summed_over_sessions(tmp_path):
     assert "over 1 session(s)" in loop.restored_summary()
     clock = SearchClock(RunDir(rd.path))                       # a third session starts from the sum
     assert clock.before == pytest.approx(second["search_seconds"]) and clock.session == 3
+
+
+def test_config_differences_ignore_where_trials_run_but_not_what_is_computed():
+    from mednas_nni.run_identity import config_differences
+
+    before = {"training_service": {"platform": "local"}, "space": {"params": {"channels": 16}}}
+    moved = {"training_service": {"platform": "remote", "machines": [{"host": "gpu1"}]},
+             "space": {"params": {"channels": 16}}}
+    assert config_differences(before, moved) == []
+    edited = {**moved, "space": {"params": {"channels": 8}}}
+    assert config_differences(before, edited) == [("space.params.channels", 16, 8)]
