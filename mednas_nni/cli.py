@@ -57,7 +57,10 @@ def _headline(rd: Any) -> str:
         t, v = m["test"], m["val"]
         b = m.get("baseline_test") or m.get("majority_baseline_test") or {}
         key = m.get("selected_by", "val_auc").removeprefix("val_")
-        keys = [key] + [k for k in _LABELS if k != key and k in t]
+        # f05 is F0.5 of label 1 (kept for the golden records); when the positive class is named, its own F-beta and
+        # sensitivity at the validation-chosen threshold are what a clinician reads, so the line shows those instead
+        op = t.get("at_operating_point") if isinstance(t.get("at_operating_point"), dict) else None
+        keys = [key] + [k for k in _LABELS if k != key and k in t and not (op and k == "f05")]
         s = m.get("search", {})
         pruned = f", {s['pruned']} pruned before training" if s.get("pruned") else ""
         sessions = f" over {s['sessions']} sessions" if (s.get("sessions") or 1) > 1 else ""
@@ -71,6 +74,12 @@ def _headline(rd: Any) -> str:
         lines.append(f"best ({m['dataset']}, finalist {m['best_finalist']}, {m['params']:,} params): "
                      f"val {_fmt_metrics(v, [key])} | test {_fmt_metrics(t, keys)} "
                      f"(trivial baseline {_fmt_metrics(b, [k for k in keys if k in b])})")
+        if op and m.get("positive_class"):
+            name = m["positive_class"]["name"]
+            f3 = lambda x: f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"  # noqa: E731 (undefined: no cases)
+            lines.append(f"operating point (chosen on val): {name} when P({name}) >= {f3(op['threshold'])}: "
+                         f"test {name} sensitivity {f3(op['sensitivity'])}, specificity {f3(op['specificity'])}, "
+                         f"PPV {f3(op['ppv'])}, F-beta({name}) {f3(op['fbeta_positive'])}")
         for f in ("pareto.png", "overlays.png", "best_arch.json", "best.pt", "metrics.json"):
             if (rd / f).exists():
                 lines.append(f"  {rd / f}")

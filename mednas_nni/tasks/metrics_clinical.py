@@ -49,7 +49,8 @@ def resolve_positive_class(requested: int | str | None, default: int | None, lab
     (the data set's), else label 1. A name or index that is not a class is a one-line ``ConfigError``."""
     from ..errors import ConfigError, did_you_mean
 
-    names = [str(n) for n in label_names]
+    # a binary task built without label names (e.g. the train_classifier shim) names its classes by index
+    names = [str(n) for n in label_names] or ["0", "1"]
     if requested is None:
         idx = 1 if default is None else int(default)
     elif isinstance(requested, str) and not requested.strip().lstrip("-").isdigit():

@@ -112,3 +112,14 @@ def test_mednas_report_rewrites_and_refuses_a_non_run(run_dir, tmp_path, capsys)
     assert main(["report", str(tmp_path)]) != 0
     err = capsys.readouterr().err.strip()
     assert "expected a run directory" in err and "\n" not in err
+
+
+def test_search_headline_names_the_positive_class_at_the_operating_point(run_dir):
+    from mednas_nni.cli import _headline
+    from mednas_nni.io import RunDir
+
+    m = json.loads((run_dir / "metrics.json").read_text())
+    text = _headline(RunDir(run_dir))
+    sens = m["test"]["at_operating_point"]["sensitivity"]
+    assert f"test malignant sensitivity {sens:.3f}" in text
+    assert "F0.5" not in text           # F0.5 of label 1 is the benign class for BreastMNIST: not shown
