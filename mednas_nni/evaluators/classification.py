@@ -24,8 +24,10 @@ _logger = logging.getLogger(__name__)
 
 def evaluate_classifier(model: nn.Module, loader: Any, task: str, device: str = "cpu",
                         max_batches: int | None = None) -> dict[str, float]:
-    """:func:`classification_metrics` of :func:`predict_scores` for the MedMNIST task type ``task``."""
-    return classification_metrics(*predict_scores(model, loader, task, device, max_batches), task)
+    """:func:`classification_metrics` of :func:`predict_scores` for the MedMNIST task type ``task`` (binary: label 1
+    positive, as :func:`train_classifier`'s task, whose classes have no names)."""
+    positive = 1 if task == "binary-class" else None
+    return classification_metrics(*predict_scores(model, loader, task, device, max_batches), task, positive=positive)
 
 
 class _Sets:

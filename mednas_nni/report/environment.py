@@ -52,13 +52,9 @@ def git_revision(where: str | Path | None = None) -> dict[str, Any] | None:
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from ..exporters._measure import cpu_name   # one implementation (the model card and benchmarks use it too)
+
+    return cpu_name()
 
 
 def _gpus() -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 from torch import nn
@@ -149,3 +150,13 @@ def make_ctx(tmp_path: Path, data: DatasetPlugin, task: Task, seed: int = 0) -> 
     cfg = load_config(overrides=[f"run.seed={seed}"], validate_plugins=False)
     return RunContext(cfg=cfg, run_dir=RunDir.create(tmp_path, "oneshot"), dataset=data, task=task, device="cpu",
                       progress=False)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Autouse in every module that imports it: torch on one thread. On a busy 2-core machine a second OpenMP thread
+    mostly spins (a supernet runs many small ops; measured 25x slower with 2 threads under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from _oneshot_helpers import one_torch_thread  # noqa: F401 (autouse fixture: torch on one thread)
 from _oneshot_helpers import make_ctx
 from conftest import REPO, require_data
 
@@ -18,14 +19,6 @@ from mednas_nni.strategies.cc_darts import CCDARTS, bce_dice_loss, cutout_transf
 CONFIG = REPO / "examples" / "cc_darts_dsb2018.yml"
 TINY_SPACE = dict(encoder_blocks=1, middle_blocks=1, decoder_blocks=1, channels=4)
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # one thread: on a busy 2-core machine a second OpenMP thread mostly spins (the supernet runs many small ops)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _dsb(n_images: int, size: int):

@@ -10,6 +10,7 @@ import json
 
 import pytest
 import torch
+from _oneshot_helpers import one_torch_thread  # noqa: F401 (autouse fixture: torch on one thread)
 from _oneshot_helpers import (BreastSlice, ClassificationTask, DiscSegmentation, SegmentationTask,
                               TinyClassifierSpace, TinySegmenterSpace, make_ctx)
 from pydantic import ValidationError
@@ -18,13 +19,6 @@ from mednas_nni.contracts import OneShotStrategy
 from mednas_nni.engines.oneshot import ALPHA_PNG, METRICS_CSV
 from mednas_nni.strategies.darts import DARTSSearch
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _rows(path) -> list[dict[str, str]]:

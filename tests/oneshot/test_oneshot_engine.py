@@ -6,19 +6,13 @@ import csv
 
 import pytest
 import torch
+from _oneshot_helpers import one_torch_thread  # noqa: F401 (autouse fixture: torch on one thread)
 from _oneshot_helpers import DiscSegmentation, SegmentationTask, TinySegmenterSpace, make_ctx
 
 from mednas_nni.engines.oneshot_checkpoint import checkpoint_path
 from mednas_nni.engines.oneshot_engine import (EngineDARTS, ExpectedCost, OneShotHooks, OneShotParams,
                                                OneShotSearchModule, run_oneshot)
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _costs(space: TinySegmenterSpace) -> ExpectedCost:

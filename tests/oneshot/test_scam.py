@@ -12,6 +12,7 @@ import csv
 import numpy as np
 import pytest
 import torch
+from _oneshot_helpers import one_torch_thread  # noqa: F401 (autouse fixture: torch on one thread)
 from _oneshot_helpers import DiscSegmentation, SegmentationTask, make_ctx
 
 from mednas_nni.engines.oneshot_engine import OneShotSearchModule
@@ -24,13 +25,6 @@ from mednas_nni.tasks.seg_losses_explog import ExpLogDiceLoss
 OPS = dict(sam_ops=["none", "conv1", "conv3"], cam_ops=["none", "conv3"])
 FAST = dict(batch_size=4, val_every_epoch=False, arc_learning_rate=0.05, lr=3e-3, max_batches_per_epoch=2)
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class RingSegmentation(DiscSegmentation):

@@ -6,6 +6,7 @@ import csv
 import nni
 import pytest
 import torch
+from _oneshot_helpers import one_torch_thread  # noqa: F401 (autouse fixture: torch on one thread)
 from _oneshot_helpers import (BreastSlice, ClassificationTask, DiscSegmentation, SegmentationTask, TinyClassifierSpace,
                               TinySegmenterSpace)
 from nni.nas.evaluator.pytorch import Lightning, LightningModule, Trainer
@@ -15,13 +16,6 @@ from mednas_nni.engines.oneshot import (OneShotRecorder, build_evaluator, finali
 from mednas_nni.errors import SearchError
 from mednas_nni.tasks.lightning import TaskLightningModule, replay_metrics
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.data
