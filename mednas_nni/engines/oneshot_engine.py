@@ -61,141 +61,24 @@ import copy
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 from nni.nas.strategy import DARTS
-from pydantic import Field, model_validator
 from torch import nn
 
-from ..contracts import PluginParams
 from ..errors import ConfigError
+from .expected_cost import ExpectedCost
 from .oneshot import (ALPHA_PNG, METRICS_CSV, OneShotRecorder, finalists_from_export, fit_oneshot, make_loader,
                       plot_alpha, supernet_modules, trainer_device)
 from .oneshot_checkpoint import AtomicCheckpointIO, checkpoint_epoch, checkpoint_path, last_checkpoint_callback
+from .oneshot_hooks import OneShotHooks, OneShotOutcome, OneShotParams, Penalty
 
 __all__ = ["OneShotParams", "OneShotHooks", "OneShotOutcome", "ExpectedCost", "OneShotSearchModule",
            "EngineDARTS", "run_oneshot", "Penalty"]
 
 _logger = logging.getLogger(__name__)
-
-#: ``penalty(probs, model) -> loss term`` or ``(loss term, {name: value})``; ``probs = {label: softmax(α)}``
-Penalty = Callable[[dict[str, torch.Tensor], nn.Module], "torch.Tensor | tuple[torch.Tensor, dict[str, Any]]"]
-
-
-class OneShotParams(PluginParams):
-    """Parameters every one-shot strategy on this engine shares (``strategy.params``; subclass to add your own)."""
-
-    epochs: int = Field(10, ge=1)                       # supernet training epochs, warm-up included
-    batch_size: int = Field(64, ge=1)                   # train and search batches
-    lr: float = Field(1e-3, gt=0)                       # learning rate of the network weights
-    weight_decay: float = Field(3e-4, ge=0)             # of the network weights
-    optimizer: Literal["adam", "sgd"] = "adam"          # of the network weights (sgd: with momentum)
-    momentum: float = Field(0.9, ge=0, lt=1)            # sgd only
-    lr_schedule: Literal["constant", "cosine"] = "constant"   # cosine: annealed to lr_min over the epochs
-    lr_min: float = Field(0.0, ge=0)
-    arc_learning_rate: float = Field(3e-4, gt=0)        # Adam learning rate of α (betas 0.5, 0.999)
-    arc_weight_decay: float = Field(1e-3, ge=0)         # Adam weight decay of α (the DARTS code: 1e-3)
-    gradient_clip_val: float | None = Field(5.0, gt=0)  # weight-gradient norm clip; None: off
-    warmup_epochs: int = Field(0, ge=0)                 # first epochs train the weights only (α frozen)
-    alternation: Literal["step", "epoch"] = "step"      # α/weight alternation per batch or per epoch
-    drop_path_prob: float = Field(0.0, ge=0, lt=1)      # final drop-path probability (linear ramp from 0)
-    max_batches_per_epoch: int | None = Field(None, ge=1)   # Lightning limit_train_batches; None: the whole split
-    val_every_epoch: bool = True                        # the supernet's validation metrics in the CSV, every epoch
-    max_val_batches: int | None = Field(None, ge=1)     # of that validation; None: the whole val split
-    augment: bool = False                               # the data set's training augmentation for weight batches
-    log_prob_every_n_step: int = Field(10, ge=1)        # NNI logs α probabilities every n steps
-    num_workers: int = Field(0, ge=0)                   # data-loader workers
-    checkpoint: bool = True                             # per-epoch checkpoint in the run dir; resume from it
-    seed: int | None = None                             # None: the run's seed
-
-    @model_validator(mode="after")
-    def _warmup_below_epochs(self) -> OneShotParams:
-        if self.warmup_epochs >= self.epochs:
-            raise ValueError(f"warmup_epochs below epochs so that α is trained at all, got warmup_epochs="
-                             f"{self.warmup_epochs} with epochs={self.epochs}")
-        return self
-
-
-@dataclass
-class OneShotHooks:
-    """What a method adds to the engine (every field optional; see the module doc for an example)."""
-
-    penalty: Penalty | None = None
-    costs: ExpectedCost | None = None
-    derive: Callable[[dict[str, dict[Any, float]]], dict[str, Any]] | None = None
-    label_groups: Callable[[str], str] | None = None
-    arch_epoch: Callable[[int], bool] | None = None
-    criterion: nn.Module | None = None
-    train_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-    #: ``(train dataset, batch_size, seed) -> batch sampler`` for the weight split (e.g. class-balanced batches)
-    train_batch_sampler: Callable[[Any, int, int], Any] | None = None
-    chosen_as: str = "DARTS argmax"
-    title: str = "DARTS (first-order)"
-    log_name: str = "DARTS"
-
-
-@dataclass
-class OneShotOutcome:
-    """The result of :func:`run_oneshot`."""
-
-    sample: dict[str, Any]
-    probs: dict[str, dict[Any, float]]
-    rows: list[dict[str, Any]]
-    finalists: list[dict[str, Any]]
-    seconds: float
-    resumed_from: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class ExpectedCost:
-    """E[params] and E[FLOPs] of a relaxed network under ``probs`` (Auto-LW-MISN eq. 5-6 and 8-11).
-
-    Built from the space's cost hook ``op_costs() -> {label: {value: {"params": n, "flops": f}}}`` (a label's cost
-    is already summed over every module that shares it). ``self(probs)`` is differentiable w.r.t. the probabilities:
-    ``E = Σ_label Σ_value p(value) · cost(value)``. ``p0``/``f0`` are the expectations under the uniform distribution
-    (the untrained supernet): the normalisers of the cc_darts penalty, so that ``E/P0`` is 1 at the start.
-    """
-
-    def __init__(self, op_costs: dict[str, dict[Any, dict[str, float]]], label_values: dict[str, list[Any]]):
-        self.values = {k: list(label_values[k]) for k in op_costs if k in label_values}
-        missing = [k for k in op_costs if k not in label_values]
-        if missing:
-            raise ValueError(f"op_costs: labels {missing} are not labels of the space")
-        self.params = {k: torch.tensor([float(op_costs[k].get(v, {}).get("params", 0.0)) for v in vs],
-                                       dtype=torch.float64) for k, vs in self.values.items()}
-        self.flops = {k: torch.tensor([float(op_costs[k].get(v, {}).get("flops", 0.0)) for v in vs],
-                                      dtype=torch.float64) for k, vs in self.values.items()}
-        uniform = {k: torch.full((len(vs),), 1.0 / len(vs), dtype=torch.float64) for k, vs in self.values.items()}
-        e = self(uniform)
-        self.p0, self.f0 = max(float(e["params"]), 1.0), max(float(e["flops"]), 1.0)
-
-    @classmethod
-    def from_space(cls, space: Any) -> ExpectedCost | None:
-        """From ``space.op_costs()``; None when the space does not know its costs."""
-        costs = space.op_costs() if hasattr(space, "op_costs") else None
-        if not costs:
-            return None
-        return cls(costs, {k: list(v) for k, v in space.label_values().items()})
-
-    def __call__(self, probs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``{"params": E, "flops": E}`` (scalar tensors, float32 on the probabilities' device)."""
-        ref = next(iter(probs.values())) if probs else torch.zeros(())
-        out = {}
-        for name, table in (("params", self.params), ("flops", self.flops)):
-            terms = [(probs[k].to(torch.float64) * c.to(probs[k].device)).sum() for k, c in table.items() if k in probs]
-            total = torch.stack(terms).sum() if terms else torch.zeros((), dtype=torch.float64, device=ref.device)
-            out[name] = total.to(ref.dtype if ref.is_floating_point() else torch.float32)
-        return out
-
-    def of_sample(self, sample: dict[str, Any]) -> dict[str, float]:
-        """Params and FLOPs of the searched edges of one architecture (one-hot probabilities)."""
-        onehot = {k: torch.tensor([1.0 if v == sample.get(k) else 0.0 for v in vs], dtype=torch.float64)
-                  for k, vs in self.values.items()}
-        return {k: float(v) for k, v in self(onehot).items()}
-
 
 class OneShotSearchModule(DartsLightningModule):
     """NNI's ``DartsLightningModule`` with our training step, optimisers, penalty, drop-path (see the module doc)."""
