@@ -65,7 +65,12 @@ def _headline(rd: Any) -> str:
         pruned = f", {s['pruned']} pruned before training" if s.get("pruned") else ""
         sessions = f" over {s['sessions']} sessions" if (s.get("sessions") or 1) > 1 else ""
         failed_fin = f" ({len(m['failed_finalists'])} failed)" if m.get("failed_finalists") else ""
-        lines.append(f"search: {s.get('evaluated')} architectures evaluated ({s.get('failed')} failed{pruned}) in "
+        csv_path = rd / "oneshot_metrics.csv"       # a one-shot search trains one supernet: say so, not "0 evaluated"
+        last_row = csv_path.read_text().splitlines()[-1] if csv_path.exists() else ""
+        what = (f"one-shot supernet trained to epoch {last_row.split(',')[0]}"
+                if csv_path.exists() and not s.get("evaluated") else
+                f"{s.get('evaluated')} architectures evaluated ({s.get('failed')} failed{pruned})")
+        lines.append(f"search: {what} in "
                      f"{(s.get('seconds') or 0):.0f} s{sessions}; "
                      f"{len(m['finalists']) + len(m.get('failed_finalists') or [])} finalist(s) retrained"
                      f"{failed_fin} for {m['retrain']['epochs']} epoch(s)")

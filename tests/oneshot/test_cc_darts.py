@@ -92,6 +92,8 @@ def test_cc_darts_run_dir_export_and_predict_masks(tmp_path, capsys):
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
     assert all(r["val_dice"] != "" and float(r["E_flops"]) > 0 for r in rows[1:])
     assert torch.load(rd / "oneshot" / "last.ckpt", weights_only=True)["epoch"] == 1
+    out = capsys.readouterr().out
+    assert "search: one-shot supernet trained to epoch 2" in out and "architectures evaluated" not in out
 
     assert main(["export", str(rd), "--latency-runs", "2"]) == 0
     bundle = rd / "bundle"
