@@ -54,8 +54,9 @@ def _edge_text(edge: str) -> str:
 
 
 def plot_module_alphas(rows: list[dict[str, Any]], folder: Path, scopes: list[str], title: str) -> list[Path]:
-    """``alpha_<scope>.png`` for every scope: softmax(α) of every edge and op over the epochs, one heat map for the
-    SAM cell and one for the CAM cell (rows: edge ``source->node`` and op; columns: epochs, 0 = initial α)."""
+    """``alpha_<scope>.png`` for every scope: softmax(α) of every edge and op over the epochs as its departure from
+    uniform (p − 1/n_ops; red: gained, blue: lost), one heat map for the SAM cell and one for the CAM cell (rows: edge
+    ``source->node`` and op; columns: epochs, 0 = initial α)."""
     import numpy as np
     from matplotlib.figure import Figure
 
@@ -67,14 +68,21 @@ def plot_module_alphas(rows: list[dict[str, Any]], folder: Path, scopes: list[st
             continue
         fig = Figure(figsize=(9.0, 0.16 * n_rows + 1.6))
         axes = fig.subplots(1, 2)
-        fig.subplots_adjust(left=0.14, right=0.9, wspace=0.55, top=1 - 0.75 / (0.16 * n_rows + 1.6),
+        fig.subplots_adjust(left=0.14, right=0.86, wspace=0.55, top=1 - 0.75 / (0.16 * n_rows + 1.6),
                             bottom=0.45 / (0.16 * n_rows + 1.6))
         image = None
-        # colour scale 0 .. the largest probability of the module (not 1): early in a search every p is near
-        # 1/n_ops and a fixed 0..1 scale shows no difference at all
-        top = max(float(np.nanmax(m[0])) if m[0].size else 0.0 for m in mats.values())
+        # colour = p - 1/n_ops of the edge, on a diverging scale centred at 0 (uniform): a search moves α away from
+        # uniform by a few hundredths at first, which a 0..1 (or 0..max) scale does not show; SAM (6 ops) and CAM
+        # (8 ops) share the scale because both are departures from their own uniform
+        devs = {kind: m - 1.0 / np.array([[sum(x.rpartition("/")[0] == n.rpartition("/")[0] for x in names)]
+                                          for n in names], dtype=float)
+                for kind, (m, names, _) in mats.items() if len(names)}
+        top = max((float(np.nanmax(np.abs(d))) for d in devs.values() if d.size), default=0.0)
         for ax, (kind, (m, names, edges)) in zip(axes, mats.items()):
-            image = ax.imshow(m, aspect="auto", cmap="viridis", vmin=0.0, vmax=max(top, 1e-6),
+            if not names:
+                ax.set_axis_off()
+                continue
+            image = ax.imshow(devs[kind], aspect="auto", cmap="RdBu_r", vmin=-max(top, 1e-6), vmax=max(top, 1e-6),
                               interpolation="nearest")
             ax.set_yticks(range(len(names)))
             ax.set_yticklabels([f"{_edge_text(n.rpartition('/')[0])} {n.rpartition('/')[2]}" for n in names],
@@ -86,9 +94,9 @@ def plot_module_alphas(rows: list[dict[str, Any]], folder: Path, scopes: list[st
             ax.set_xticklabels([str(e) for e in range(m.shape[1])], fontsize=6)
             ax.set_xlabel("epoch (0: initial α)", fontsize=7)
             ax.set_title(f"{kind.upper()} ({'spatial' if kind == 'sam' else 'channel'})", fontsize=8)
-        cax = fig.add_axes((0.92, 0.25, 0.015, 0.5))
+        cax = fig.add_axes((0.885, 0.25, 0.015, 0.5))
         fig.colorbar(image, cax=cax).ax.tick_params(labelsize=6)
-        cax.set_title("p", fontsize=7)
+        cax.set_ylabel("p − 1/n_ops (0 = uniform)", fontsize=7)
         fig.suptitle(f"{title}: softmax(α) of module {scope} per edge (x = module input, M = map node) and op",
                      fontsize=9)
         out.append(atomic_savefig(fig, Path(folder) / alpha_png_name(scope), dpi=110))
