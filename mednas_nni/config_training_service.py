@@ -11,9 +11,14 @@ Two layers of checks, both one-line :class:`~mednas_nni.errors.ConfigError` nami
   path for all machines (NNI has one trial command), an SSH key, no ``password`` unless ``allow_password: true``
   (NNI shows it in the web UI in plain text), the manager on loopback unless the platform needs the cluster to reach
   it. Relative key paths resolve against the YAML's folder.
-- :func:`check_remote_environment` (called when a search starts, never in a trial process, where the driver's key
-  files and DNS do not exist): the host resolves, the key file exists and is readable. Whether the interpreter
-  exists on the remote is checked over SSH by :mod:`mednas_nni.engines.training_service_remote`.
+- :func:`check_remote_environment` (called when a search starts and by ``mednas validate``, never in a trial
+  process, where the driver's key files and DNS do not exist): the host resolves, the key file exists and is
+  readable. Whether the interpreter exists on the remote is checked over SSH by
+  :mod:`mednas_nni.engines.training_service_remote` (at search start, and by ``mednas validate`` unless
+  ``--no-ssh``).
+
+``data`` says how a remote trial finds the data set: ``same_path`` (default) or ``upload``, see
+:class:`TrainingServiceConfig`.
 """
 from __future__ import annotations
 
@@ -53,7 +58,20 @@ class RemoteMachine(_Section):
 
 
 class TrainingServiceConfig(_Section):
-    """Where NNI runs the trials (see the module docstring)."""
+    """Where NNI runs the trials (see the module docstring).
+
+    The run directory never has to exist on a remote machine: the run's resolved config travels in NNI's trial
+    code folder (``<run>/nni/trial_code``, uploaded by NNI to every worker) and what a trial produces comes back
+    through NNI (metrics, and a failed trial's one-line reason). ``data`` says how a remote trial finds the data:
+
+    - ``same_path`` (default): the data paths of ``data.params`` exist at the same absolute paths on every machine
+      (a shared or mirrored folder); checked over SSH before the search. It is the default because a hospital user
+      does not expect patient images to be copied to other machines unless they ask for it: an uploaded copy stays
+      on every worker (NNI leaves ``~/nni-experiments/<id>/`` behind) and in NNI's tarball in the run folder.
+    - ``upload``: the data paths of ``data.params`` are copied (hard links where the file system allows) into the
+      trial code folder, and the uploaded config points at that copy. Refused with a one-line error above NNI's
+      own code-folder limit (2000 files, 300 MB; ``nni_node/common/tarball.js``), where NNI would fail later.
+    """
 
     platform: Literal["local", "remote", "kubeflow", "frameworkcontroller"] = "local"
     # 127.0.0.1 (default): the NNI manager (REST API + web UI, no authentication) listens on loopback only. Another
@@ -68,6 +86,8 @@ class TrainingServiceConfig(_Section):
     # Remote machines that are not this host reach the loopback-only manager through 'ssh -R PORT:127.0.0.1:PORT'.
     reverse_tunnel: bool = True
     nni: dict[str, Any] = Field(default_factory=dict)   # kubeflow / frameworkcontroller: NNI's own config (camelCase)
+    # how a remote trial finds the data set (see the class docstring)
+    data: Literal["same_path", "upload"] = "same_path"
 
 
 def _err(source: str, field: str, what: str) -> ConfigError:
@@ -91,6 +111,9 @@ def check_training_service(cfg: Any, base_dir: Path) -> None:
         raise _err(src, "machines", f"only used with platform: remote, got platform: {ts.platform}")
     if ts.platform not in CLUSTER_PLATFORMS and ts.nni:
         raise _err(src, "nni", f"only used with platform kubeflow or frameworkcontroller, got platform: {ts.platform}")
+    if ts.data == "upload" and ts.platform != "remote":
+        raise _err(src, "data", f"'upload' copies the data into the code folder NNI uploads to remote machines: "
+                                f"expected platform: remote, got platform: {ts.platform}")
     if ts.platform == "remote":
         _check_machines(src, ts, base_dir)
     if ts.platform in CLUSTER_PLATFORMS:

@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SearchError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, atomic_write_text
 from .nni_engine import LoopStrategy, make_evaluator
 from .nni_loopback import is_loopback, loopback_manager
 from .nni_process import TERMINAL_STATES, nni_manifest, patch_nni_resume_hang, stop_nni_experiment
 from .records import arch_hash
 from .search_loop import SearchLoop
 from .training_service import prepared_training_service
+from .trial import TRIAL_ERROR_METRIC, TRIAL_ERRORS
 
 __all__ = ["run_local", "LocalLoopStrategy"]
 
@@ -71,8 +72,28 @@ class LocalLoopStrategy(LoopStrategy):
             raise SearchError("NNI's manager stopped with status ERROR: " +
                               (manager_error(self.log_dir) if self.log_dir else "see its nnimanager.log"))
 
+    def _on_intermediate(self, event: Any) -> None:
+        """A remote trial's failure reason (its last intermediate metric, no 'default'): into the run directory's
+        ``trial_errors/<hash>.txt``, where the search loop reads it when the trial ends FAILED. NNI's own handling
+        (a strict metric needs 'default') is skipped for it."""
+        metric = event.metric
+        if isinstance(metric, dict) and TRIAL_ERROR_METRIC in metric and "default" not in metric:
+            event.prevent_default()
+            atomic_write_text(self.loop.rd / TRIAL_ERRORS / f"{self._hash(event.model.sample)}.txt",
+                              f"{str(metric[TRIAL_ERROR_METRIC]).strip()}\n\n(sent by the remote trial through NNI; "
+                              "its traceback is in the trial's log: web UI, or trial.stderr on the worker)\n")
+
+    def _cleanup(self) -> None:
+        from nni.nas.execution.event import ModelEventType
+
+        self.engine.unregister_model_event_callback(ModelEventType.IntermediateMetric, self._on_intermediate)
+        super()._cleanup()
+
     def _initialize(self, model_space: Any, engine: Any) -> Any:
+        from nni.nas.execution.event import ModelEventType
+
         out = super()._initialize(model_space, engine)
+        engine.register_model_event_callback(ModelEventType.IntermediateMetric, self._on_intermediate)
         if getattr(engine, "nodejs_binding", None) is not None:
             wait_all = engine.wait_models
 

@@ -9,10 +9,12 @@ the tunnels on exit.
 
 What travels to a remote trial: the architecture, evaluator and its arguments travel inside NNI's trial parameters
 (the simplified model format); NNI uploads the trial code folder, which mednas keeps to a small folder of its own
-(``<run>/nni/trial_code``) instead of the driver's working directory (NNI would otherwise tar that folder, e.g. a
-checkout with its virtual environment). The trial reads the run's resolved config and writes its metrics back
-through NNI's channel; the paths in the config (run directory, data) must exist on the worker at the same place
-(a shared or mirrored folder): checked for the data root by :func:`check_paths_on_remote`.
+(``<run>/nni/trial_code``, :mod:`~mednas_nni.engines.training_service_upload`) instead of the driver's working
+directory (NNI would otherwise tar that folder, e.g. a checkout with its virtual environment). It holds the run's
+resolved config and, with ``training_service.data: upload``, the data; a trial builds its context from it in a
+scratch run directory on the worker. Metrics come back through NNI's channel, and so does a failed trial's
+one-line reason (:mod:`~mednas_nni.engines.trial`). The driver's run directory never has to exist on a worker; with
+``data: same_path`` (default) the data paths must (checked over SSH by :func:`check_paths_on_remote`).
 """
 from __future__ import annotations
 
@@ -28,14 +30,12 @@ from ..config_training_service import check_remote_environment, validate_nni_clu
 from ..errors import ConfigError
 from .nni_loopback import is_loopback
 from .training_service_remote import SshTarget, install_python_wrapper, preflight, reverse_tunnel
+from .training_service_upload import data_paths, plan_data_upload, write_trial_code_dir
 
-__all__ = ["PreparedService", "prepared_training_service", "check_paths_on_remote", "TRIAL_CODE_README"]
+__all__ = ["PreparedService", "prepared_training_service", "check_paths_on_remote", "remote_data_paths",
+           "check_remote_config"]
 
 _logger = logging.getLogger(__name__)
-
-TRIAL_CODE_README = ("NNI uploads this folder to every remote worker as the trial code directory. mednas trials need "
-                     "nothing from it (the architecture travels in the trial's parameters); it is kept small on "
-                     "purpose.\n")
 
 
 @dataclass
@@ -67,7 +67,7 @@ def _remote_machine_config(m: Any, python_path: str) -> Any:
 
 
 def check_paths_on_remote(target: SshTarget, paths: dict[str, str]) -> None:
-    """Every ``{config field: absolute path}`` exists on the remote (NNI uploads code, not data sets)."""
+    """Every ``{config field: absolute path}`` exists on the remote (``training_service.data: same_path``)."""
     if not paths:
         return
     tests = " ; ".join(f"[ -e {shlex.quote(p)} ] || echo MISSING {shlex.quote(k)}" for k, p in paths.items())
@@ -76,16 +76,39 @@ def check_paths_on_remote(target: SshTarget, paths: dict[str, str]) -> None:
     if missing:
         k = missing[0]
         raise ConfigError(f"{target.where}: {k} is {paths[k]!r} on this machine, which does not exist on "
-                          f"{target.m.host}: NNI uploads code, not data; put the data at the same path there (or "
-                          "a shared folder)")
+                          f"{target.m.host} (training_service.data: same_path): put the data at the same path there "
+                          "(or a shared folder), or set training_service.data: upload")
 
 
-def _remote_paths(cfg: Any, run_dir: Path) -> dict[str, str]:
-    out = {"run directory": str(run_dir)}
-    for name, value in (cfg.data.params or {}).items():
-        if isinstance(value, str) and value.startswith("/") and Path(value).exists():
-            out[f"data.params.{name}"] = value
-    return out
+def remote_data_paths(cfg: Any) -> dict[str, str]:
+    """``{'data.params.<field>': path}`` that must exist on every worker (none with ``data: upload``)."""
+    if cfg.training_service.data == "upload":
+        return {}
+    return {f"data.params.{k}": str(v) for k, v in data_paths(cfg).items()}
+
+
+def check_remote_config(cfg: Any, known_hosts: Path, ssh: bool = True) -> list[str]:
+    """What ``mednas validate`` checks of a remote config beyond :func:`~mednas_nni.config.load_config`: every host
+    resolves and every key file is readable, a data upload fits NNI's limit, and with ``ssh``: the SSH preflight
+    of every machine (login, interpreter, nni and mednas_nni there) and, with ``data: same_path``, the data paths
+    there. Changes nothing on the machines; returns one summary line per machine. One-line errors."""
+    ts = cfg.training_service
+    if ts.platform != "remote":
+        return []
+    check_remote_environment(cfg)
+    if ts.data == "upload":
+        plan_data_upload(cfg)
+    lines = []
+    for i, m in enumerate(ts.machines):
+        t = SshTarget(m, i, known_hosts, cfg.source)
+        if not ssh:
+            lines.append(f"machines[{i}] {t}: host resolves, key readable (SSH not checked: --no-ssh)")
+            continue
+        v = preflight(t)
+        check_paths_on_remote(t, remote_data_paths(cfg))
+        lines.append(f"machines[{i}] {t}: python {v['python']}, nni {v['nni']}, mednas-nni {v['mednas']}"
+                     + (", data paths present" if ts.data == "same_path" else ""))
+    return lines
 
 
 @contextlib.contextmanager
@@ -103,18 +126,9 @@ def prepared_training_service(cfg: Any, run_dir: Path, port: int) -> Iterator[Pr
         if nni_cfg.nni_manager_ip is None:
             nni_cfg.nni_manager_ip = ts.manager_host
         yield PreparedService(ts.platform, nni_cfg, ts.manager_host, trial_python="python3",
-                              code_dir=_trial_code_dir(run_dir))
+                              code_dir=write_trial_code_dir(cfg, run_dir))
         return
     yield from _prepared_remote(cfg, run_dir, port)
-
-
-def _trial_code_dir(run_dir: Path) -> Path:
-    from ..io import atomic_write_text
-
-    d = Path(run_dir) / "nni" / "trial_code"
-    d.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(d / "README.txt", TRIAL_CODE_README)
-    return d
 
 
 def _prepared_remote(cfg: Any, run_dir: Path, port: int) -> Iterator[PreparedService]:
@@ -129,7 +143,8 @@ def _prepared_remote(cfg: Any, run_dir: Path, port: int) -> Iterator[PreparedSer
         raise ConfigError(f"{cfg.source}: training_service.reverse_tunnel: machine {far[0]} cannot reach a manager "
                           "on 127.0.0.1 without it: expected reverse_tunnel: true, or manager_host set to an "
                           "address the machines reach (the REST API has no authentication), got false")
-    remote_paths = _remote_paths(cfg, Path(run_dir))
+    code_dir = write_trial_code_dir(cfg, Path(run_dir))     # refuses an oversized data upload before any SSH
+    remote_paths = remote_data_paths(cfg)
     machines, summary = [], []
     for t in targets:
         versions = preflight(t)
@@ -153,5 +168,5 @@ def _prepared_remote(cfg: Any, run_dir: Path, port: int) -> Iterator[PreparedSer
             for t in far:
                 stack.enter_context(reverse_tunnel(t, port, port))
         yield PreparedService("remote", rc, ts.manager_host, trial_python=ts.machines[0].python,
-                              code_dir=_trial_code_dir(run_dir), machines=summary)
+                              code_dir=code_dir, machines=summary)
 

@@ -7,6 +7,14 @@ Both rebuild what they need from the run directory's ``config.resolved.yaml`` (o
 raises writes the one-line reason to ``<run_dir>/trial_errors/<hash>.txt`` (read by the search loop) and re-raises,
 so NNI shows it FAILED.
 
+A trial that runs in the trial code folder NNI uploaded (a remote or cluster trial:
+:mod:`~mednas_nni.engines.training_service_upload`) never touches the driver's run directory, even where a shared
+folder makes it visible: it builds its context from the uploaded config in a scratch run directory under its
+working directory (``<upload>/trial_code/scratch/<trial id>``), and a failure's one-line reason travels back as
+the trial's last intermediate metric ``{"mednas_error": reason}`` (no ``default``: the web UI shows no number for
+it), which the driver's engine writes to ``<run_dir>/trial_errors/<hash>.txt``
+(:class:`~mednas_nni.engines.nni_local.LocalLoopStrategy`). The traceback stays in the trial's own log.
+
 A trial process pays for its imports on every architecture, so this module imports neither torch nor NNI's NAS
 evaluators (PyTorch Lightning, torchmetrics, torchvision) at import time: :class:`ArchitectureEvaluator` is built on
 first use, and matplotlib is never imported by an evaluate trial (``MPLCONFIGDIR`` points into the run directory
@@ -26,12 +34,14 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["run_trial", "ArchitectureEvaluator", "register_context", "context_for", "trial_error", "main",
-           "TRIAL_ERRORS", "TRIAL_ARCHS"]
+           "uploaded_code_dir", "TRIAL_ERRORS", "TRIAL_ARCHS", "TRIAL_ERROR_METRIC"]
 
 _logger = logging.getLogger(__name__)
 _CONTEXTS: dict[str, Any] = {}
 TRIAL_ERRORS = "trial_errors"
 TRIAL_ARCHS = "trial_archs"
+#: the key of the intermediate metric that carries a remote trial's one-line failure reason back to the driver
+TRIAL_ERROR_METRIC = "mednas_error"
 
 
 def register_context(ctx: Any) -> None:
@@ -42,6 +52,8 @@ def register_context(ctx: Any) -> None:
 def context_for(run_dir: str | Path) -> Any:
     """The :class:`~mednas_nni.experiment.RunContext` of ``run_dir`` (built once per process)."""
     key = str(Path(run_dir).resolve())
+    if key not in _CONTEXTS and (code := uploaded_code_dir(run_dir)) is not None:
+        _CONTEXTS[key] = _uploaded_context(code)
     if key not in _CONTEXTS:
         from ..config import load_config
         from ..experiment import RunContext
@@ -52,6 +64,54 @@ def context_for(run_dir: str | Path) -> Any:
         cfg.run.progress = False
         _CONTEXTS[key] = RunContext.build(cfg, rd)
     return _CONTEXTS[key]
+
+
+def uploaded_code_dir(run_dir: str | Path) -> Path | None:
+    """The trial code folder NNI uploaded for the run ``run_dir`` when this trial runs in it (a remote or cluster
+    trial: NNI starts it there, ``NNI_CODE_DIR``); None for a trial on this machine."""
+    from .training_service_upload import CONTEXT_FILE
+
+    folder = Path(os.environ.get("NNI_CODE_DIR") or os.getcwd())
+    try:
+        meta = json.loads((folder / CONTEXT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return folder if isinstance(meta, dict) and meta.get("run_dir") == str(Path(run_dir)) else None
+
+
+def _uploaded_context(code: Path) -> Any:
+    """The context of a trial in the uploaded folder ``code``: the uploaded config (its relative data paths resolve
+    against ``code``), a scratch run directory of this trial under ``code`` (the driver's path is never created)."""
+    from ..config import dump_config, load_config
+    from ..experiment import RunContext
+    from ..io import RunDir, atomic_write_text
+    from .training_service_upload import CONFIG_FILE
+
+    cfg = load_config(code / CONFIG_FILE)
+    cfg.run.progress = False
+    scratch = code / "scratch" / (os.environ.get("NNI_TRIAL_JOB_ID") or f"pid-{os.getpid()}")
+    scratch.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(scratch / RunDir.CONFIG, dump_config(cfg))      # as this worker resolved it
+    _logger.info("context from the uploaded config %s (data.params: %s); scratch run directory %s",
+                 code / CONFIG_FILE, cfg.data.params, scratch)
+    return RunContext.build(cfg, RunDir(scratch))
+
+
+def _report_remote_failure(run_dir: str, h: str, text: str) -> None:
+    """A trial in the uploaded folder failed: keep the reason in its scratch run directory and send the one-line
+    reason to the driver as an intermediate metric without ``default`` (NNI's only channel back from a worker)."""
+    from ..io import atomic_write_text
+
+    ctx = _CONTEXTS.get(str(Path(run_dir).resolve()))
+    if ctx is not None:
+        atomic_write_text(Path(ctx.run_dir.path) / TRIAL_ERRORS / f"{h}.txt", text)
+    reason = (text.splitlines() or ["no message"])[0][:500]
+    try:
+        import nni
+
+        nni.report_intermediate_result({TRIAL_ERROR_METRIC: reason})
+    except Exception as e:      # noqa: BLE001 (no NNI channel: a trial run by hand; the log keeps the reason)
+        _logger.warning("could not send the failure reason to NNI (%s): %s", e, reason)
 
 
 def finite_metrics(d: dict[str, Any]) -> dict[str, Any]:
@@ -95,8 +155,11 @@ def run_trial(model: Any, *, sample: dict[str, Any], run_dir: str, trial_functio
     except Exception as e:
         from .records import arch_hash
 
-        atomic_write_text(Path(run_dir) / TRIAL_ERRORS / f"{arch_hash(sample)}.txt",
-                          f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
+        text = f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}"
+        if uploaded_code_dir(run_dir) is None:
+            atomic_write_text(Path(run_dir) / TRIAL_ERRORS / f"{arch_hash(sample)}.txt", text)
+        else:
+            _report_remote_failure(run_dir, arch_hash(sample), text)
         raise
     finally:
         torch.set_num_threads(threads)
