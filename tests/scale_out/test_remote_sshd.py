@@ -17,26 +17,18 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from _scale_out_helpers import (experiment_processes, listening_addresses, nni_home, non_loopback,  # noqa: F401
-                                sshd)
+from _scale_out_helpers import nni_home, non_loopback, remote_search, sshd  # noqa: F401
 from _sshd import free_port
-from conftest import REPO, require_data
-from mednas_nni.engines.nni_process import stop_nni_experiment
+from conftest import require_data
 from mednas_nni.engines.training_service import check_paths_on_remote
 from mednas_nni.engines.training_service_remote import SshTarget, install_python_wrapper, preflight, reverse_tunnel
 from mednas_nni.errors import ConfigError, SearchError
 from mednas_nni.io import RunDir, read_jsonl
-
-EXAMPLE = REPO / "examples" / "genas_mhsma.yml"
-TINY = ["strategy.params.population_size=2", "strategy.params.generations=1", "strategy.params.epochs_per_trial=1",
-        "strategy.params.max_batches_per_epoch=2", "strategy.params.top_k=1", "strategy.params.tournament_size=2",
-        "strategy.params.torch_threads=1", "evaluator.epochs=1", "evaluator.max_batches_per_epoch=1"]
 
 
 def _target(server, tmp_path, python=sys.executable, key=None) -> SshTarget:
@@ -107,40 +99,15 @@ def test_reverse_tunnel_reaches_this_machines_loopback(sshd, tmp_path) -> None:
         assert out.stdout.strip() == "hello from the driver"
 
 
-def _machine(server) -> str:
-    return (f"{{host: 127.0.0.1, port: {server.port}, user: {server.user}, ssh_key_file: {server.key}, "
-            f"python: {sys.executable}}}")
-
-
 @pytest.mark.data
 @pytest.mark.slow
 @pytest.mark.nni
 def test_genas_search_on_two_remote_workers_over_ssh(sshd, tmp_path, nni_home) -> None:
     require_data("mhsma")
     env, home = nni_home
-    port = free_port()
-    args = [sys.executable, "-m", "mednas_nni", "search", str(EXAMPLE), "engine.kind=local", *TINY,
-            f"engine.port={port}", "engine.trial_concurrency=2", f"run.out_dir={tmp_path}/runs",
-            "training_service.platform=remote", f"training_service.machines=[{_machine(sshd)}, {_machine(sshd)}]",
-            "--no-progress"]
-    proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen, exp_id = set(), None
-    try:
-        while proc.poll() is None:                 # sample the experiment's listening sockets during the search
-            runs = list((tmp_path / "runs").glob("*")) if (tmp_path / "runs").exists() else []
-            if runs and (runs[0] / "status.json").exists():
-                exp_id = json.loads((runs[0] / "status.json").read_text()).get("nni_experiment") or exp_id
-            if exp_id:
-                seen |= listening_addresses(experiment_processes(exp_id, proc.pid))
-            time.sleep(0.3)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if exp_id:
-            stop_nni_experiment(exp_id, manifest=home / "nni-experiments" / ".experiment")
-    assert proc.returncode == 0, stderr[-3000:]
-    rd = next((tmp_path / "runs").iterdir())
+    r = remote_search(sshd, tmp_path / "runs", env, home)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rd, exp_id, port, seen = r.run_dir, r.exp_id, r.port, r.listening
     info = json.loads((rd / "nni_experiment.json").read_text())
     assert info["platform"] == "remote" and info["listens_on"] == "127.0.0.1" and len(info["machines"]) == 2
     assert ("127.0.0.1", port) in {(ip, p) for ip, p, _ in seen} and not non_loopback(seen), seen
