@@ -123,11 +123,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
         check_out_dir(cfg.run.out_dir)
     except ConfigError as e:
         raise ConfigError(f"{cfg.source}: {e}") from None
+    remote = _validate_remote(cfg, ssh=not getattr(args, "no_ssh", False))
     if args.show:
         print(dump_config(cfg), end="")
     print(f"{config or 'default.yaml (embedded)'}: ok ({cfg.data.name} / {cfg.space.name} / {cfg.strategy.name}"
           f"{' / ' + cfg.export.name if cfg.export else ''}); runs go to {cfg.run.out_dir}")
+    for line in remote:
+        print(f"  training_service.{line}")
     return 0
+
+
+def _validate_remote(cfg: Any, ssh: bool) -> list[str]:
+    """``training_service.platform: remote``: the checks a search runs before it starts (hosts, keys, the SSH
+    preflight, data paths or the upload's size), without changing anything on the machines. Host keys go to a
+    throwaway known_hosts (a search pins them per run directory)."""
+    if cfg.training_service.platform != "remote":
+        return []
+    import tempfile
+    from pathlib import Path
+
+    from .engines.training_service import check_remote_config
+
+    with tempfile.TemporaryDirectory(prefix="mednas-validate-") as tmp:
+        return check_remote_config(cfg, Path(tmp) / "known_hosts", ssh=ssh)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -186,9 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="check a config without running it (no CONFIG: the embedded default)",
                        description="Check a config: plugins, parameters, data files and that run.out_dir can be "
-                                   "written. CONFIG defaults to the embedded default.yaml.")
+                                   "written; with training_service.platform remote also every machine (host, key "
+                                   "file, and over SSH the interpreter, its packages and the data paths). CONFIG "
+                                   "defaults to the embedded default.yaml.")
     v.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE ...]")
     v.add_argument("--show", action="store_true", help="print the resolved config")
+    v.add_argument("--no-ssh", action="store_true", help="training_service remote: check hosts and key files "
+                   "only, do not log in to the machines (by default validate runs the SSH preflight a search runs)")
     v.set_defaults(func=cmd_validate)
 
     ls = sub.add_parser("list", help="list installed plugins")
