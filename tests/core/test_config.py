@@ -29,7 +29,7 @@ def base(root: str | None = None) -> dict:
 def test_embedded_default_loads_and_fills_defaults():
     cfg = load_config()
     assert cfg.data.name == "medmnist" and cfg.strategy.name == "zc_nsga2"
-    assert cfg.strategy.params["objectives"] == ["jacob_cov:max", "log_synflow:max", "flops:min"]
+    assert cfg.strategy.params["objectives"] == ["jacob_cov:max", "flops:min"]
     assert "crossover_prob" in cfg.strategy.params          # plugin defaults filled in
     assert cfg.run.out_dir == (Path.cwd() / "runs").resolve()
 

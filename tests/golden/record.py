@@ -22,7 +22,9 @@ SEARCHES = {
     "zc_nsga2_breastmnist": (None, [
         "strategy.params.pop_size=6", "strategy.params.generations=3", "space.params.num_blocks=2",
         "space.params.num_nodes=3", "space.params.channels=8", "strategy.params.top_k=1",
-        "evaluator.epochs=2"]),
+        "evaluator.epochs=2",
+        # recorded when these were the default objectives (issue 13 made them [jacob_cov:max, flops:min])
+        "strategy.params.objectives=[jacob_cov:max, log_synflow:max, flops:min]"]),
     "genas_wf_mhsma": (str(REPO / "examples" / "genas_mhsma.yml"), [
         f"data.params.root={SHARED / 'mhsma'}", "strategy.params.population_size=4",
         "strategy.params.generations=2", "strategy.params.epochs_per_trial=1",

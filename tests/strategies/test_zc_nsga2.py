@@ -132,7 +132,8 @@ def test_moead_runs_counts_generations_and_resumes(tmp_path):
     run(ZeroCostNSGA2(pop_size=6, generations=3, seed=0, algorithm="moead"), tmp_path / "cut")
     assert part + H.CALLS == full_calls
     algo = json.loads((tmp_path / "cut" / STATE_FILE).read_text())["strategy"]["algorithm"]
-    assert algo["kind"] == "moead" and len(algo["ideal"]) == len(algo["nadir"]) == 3
+    n_obj = len(ZeroCostNSGA2(pop_size=6, generations=3).params.objectives)
+    assert algo["kind"] == "moead" and len(algo["ideal"]) == len(algo["nadir"]) == n_obj
 
 
 def test_a_pickle_in_the_state_is_refused_with_one_line_and_nothing_runs(tmp_path):
