@@ -34,10 +34,14 @@ def make_evaluator(loop: SearchLoop) -> ArchitectureEvaluator:
 class LoopStrategy(Strategy):
     """NNI strategy that runs a :class:`SearchLoop` on whatever engine NNI gives it."""
 
+    #: how long a trial that ended SUCCEEDED may wait for its final metric before it is recorded as failed
+    late_metric_timeout_s: float = 60.0
+
     def __init__(self, loop: SearchLoop):
         super().__init__()
         self.loop = loop
         self._metric: dict[str, Any] = {}
+        self._late: dict[str, float] = {}        # hash -> when its trial ended SUCCEEDED without a final metric yet
         self._lock = threading.RLock()
         self.budget_exhausted = False
 
@@ -59,7 +63,13 @@ class LoopStrategy(Strategy):
     def _on_final(self, event: FinalMetricEvent) -> None:
         # The raw dict (every metric), before NNI's Metrics keeps only 'default'.
         with self._lock:
-            self._metric[self._hash(event.model.sample)] = event.metric
+            h = self._hash(event.model.sample)
+            self._metric[h] = event.metric
+            if self._late.pop(h, None) is not None and h in self.loop.pending():
+                self._complete_trained(h, self._metric.pop(h))
+
+    def _complete_trained(self, h: str, metric: Any) -> None:
+        self.loop.complete(h, metric if isinstance(metric, dict) else {"default": float(metric)})
 
     def _on_end(self, event: TrainingEndEvent) -> None:
         with self._lock:
@@ -70,10 +80,13 @@ class LoopStrategy(Strategy):
             if event.status == ModelStatus.Interrupted:
                 _logger.warning("evaluation of %s was interrupted; it is not recorded and runs again on resume", h)
                 return
-            if event.status == ModelStatus.Trained and isinstance(metric, dict):
-                self.loop.complete(h, metric)
-            elif event.status == ModelStatus.Trained and isinstance(metric, (int, float)):
-                self.loop.complete(h, {"default": float(metric)})
+            if event.status == ModelStatus.Trained and isinstance(metric, (dict, int, float)):
+                self._complete_trained(h, metric)
+            elif event.status == ModelStatus.Trained and metric is None:
+                # NNI can announce the end before the metric: two trials started together on NNI 3.0's training
+                # services may run each other's parameters (trial.py), so one trial's end arrives before the metric
+                # of its architecture, which the other process reports; wait for it (_settle_late).
+                self._late[h] = time.time()
             else:
                 reason = trial_error(self.loop.rd.path, h) or (
                     f"the trial ended with status {event.status.value} (NNI: FAILED, or USER_CANCELED when killed "
@@ -101,10 +114,27 @@ class LoopStrategy(Strategy):
                 models.append(model)
             if models:
                 self.engine.wait_models(*models)
+            self._settle_late()
             self.loop.finish(batch)
             if self.budget_exhausted:
                 break
         _logger.info("search done: %s", self.loop.summary())
+
+    def _settle_late(self) -> None:
+        """Wait up to :attr:`late_metric_timeout_s` for the final metrics of trials that ended SUCCEEDED without
+        one; a metric that never comes makes the architecture a failed one, with that reason."""
+        deadline = time.time() + self.late_metric_timeout_s
+        while time.time() < deadline:
+            with self._lock:
+                if not any(h in self.loop.pending() for h in self._late):
+                    break
+            time.sleep(0.2)
+        with self._lock:
+            for h in list(self._late):
+                self._late.pop(h)
+                if h in self.loop.pending():
+                    self.loop.complete(h, error=f"the trial ended SUCCEEDED but its final metric did not reach "
+                                                f"mednas within {self.late_metric_timeout_s:.0f} s")
 
     # NNI checkpoints its strategy at start and stop; mednas keeps its own state in the run directory.
     def state_dict(self) -> dict[str, Any]:
