@@ -50,7 +50,8 @@ MODES = {
     "cpu": {"pop_size": 16, "generations": 5, "epochs": 4, "seeds": [0, 1, 2], "num_blocks": 3, "num_nodes": 5,
             "channels": 16, "top_k": 1},
     "medium": {"pop_size": 20, "generations": 10, "epochs": 100, "seeds": [0, 1, 2], "num_blocks": 3,
-               "num_nodes": 5, "channels": 16, "top_k": 1, "flags": ["breastmnist", "retinamnist"]},
+               "num_nodes": 5, "channels": 16, "top_k": 1, "flags": ["breastmnist", "retinamnist"],
+               "resnet18": False},   # MedMNIST v2 publishes ResNet-18 (28) at 100 epochs: the table quotes it
     "full": {"pop_size": 40, "generations": 10, "epochs": 100, "seeds": [0, 1, 2], "num_blocks": 3,
              "num_nodes": 5, "channels": 128, "top_k": 2},
     # checks that the script runs (not a benchmark): batches cut short, few BatchNorm recalibration batches
@@ -62,7 +63,8 @@ METHODS = ("zc_nsga2", "random", "params_only", "random_arch", "resnet18")
 
 
 def overrides(flag: str, root: Path, mode: dict[str, Any], seed: int, out: Path) -> list[str]:
-    return [f"data.params.flag={flag}", f"data.params.root={root}", f"strategy.params.pop_size={mode['pop_size']}",
+    obj = [f"strategy.params.objectives=[{', '.join(mode['objectives'])}]"] if mode.get("objectives") else []
+    return [*obj, f"data.params.flag={flag}", f"data.params.root={root}", f"strategy.params.pop_size={mode['pop_size']}",
             f"strategy.params.generations={mode['generations']}", f"strategy.params.top_k={mode['top_k']}",
             f"space.params.num_blocks={mode['num_blocks']}", f"space.params.num_nodes={mode['num_nodes']}",
             f"space.params.channels={mode['channels']}", f"evaluator.epochs={mode['epochs']}",
@@ -211,60 +213,134 @@ def proxy_cost_ratio(ds, cfg, n: int = 5) -> dict[str, float]:
             "fwd_bwd_seconds_median": statistics.median(t_fb), "n_archs": n}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mode", choices=list(MODES), default="cpu")
-    ap.add_argument("--flags", nargs="+", default=None,
-                    help="MedMNIST flags (default: breastmnist pneumoniamnist retinamnist; smoke: breastmnist)")
-    ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "medmnist")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="results folder (default: benchmarks/results; smoke mode: <work>/results)")
-    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mednas-bench")
-    args = ap.parse_args(argv)
-
+def run_unit(flag: str, seed: int, mode_name: str, root: str, work: str,
+             objectives: list[str] | None = None) -> dict[str, Any]:
+    """Every method on one (data set, seed): one row of the tables."""
     import logging
 
     logging.basicConfig(level=logging.WARNING)
     from mednas_nni.config import load_config
     from mednas_nni.experiment import build_dataset
 
-    mode = MODES[args.mode]
+    mode = {**MODES[mode_name], **({"objectives": objectives} if objectives else {})}
     if mode.get("torch_threads"):
         import torch
 
         torch.set_num_threads(mode["torch_threads"])
+    root_p, work_p = Path(root), Path(work)
+
+    def cfg_():
+        return load_config(None, overrides(flag, root_p, mode, seed, work_p))
+
+    cfg = cfg_()
+    ds = build_dataset(cfg)
+    t0 = time.perf_counter()
+    ours = run_ours(cfg)
+    print(f"   {flag} seed {seed} zc_nsga2: test {_short(ours['test'])}", flush=True)
+    rnd = run_random(cfg_(), ours["evaluated"])
+    print(f"   {flag} seed {seed} random  : test {_short(rnd['test'])}", flush=True)
+    par = run_params_only(cfg_(), rnd["run_dir"])
+    print(f"   {flag} seed {seed} params  : test {_short(par['test'])}", flush=True)
+    ra = run_random_arch(cfg_())
+    print(f"   {flag} seed {seed} rnd arch: test {_short(ra['test'])}", flush=True)
+    row = {"flag": flag, "seed": seed, "zc_nsga2": ours, "random": rnd, "params_only": par, "random_arch": ra,
+           "majority": ours["majority"], "archs_per_second": ours["evaluated"] / max(ours["search_seconds"], 1e-9),
+           "paper": PAPER.get(flag, {})}
+    if mode.get("resnet18", True):
+        row["resnet18"] = run_resnet18(ds, cfg, seed)
+        print(f"   {flag} seed {seed} resnet18: test {_short(row['resnet18']['test'])}", flush=True)
+    row["proxy_cost"] = proxy_cost_ratio(ds, cfg, mode.get("proxy_archs", 5))
+    row["unit_seconds"] = time.perf_counter() - t0
+    return row
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mode", choices=list(MODES), default="cpu")
+    ap.add_argument("--flags", nargs="+", default=None,
+                    help="MedMNIST flags (default: breastmnist pneumoniamnist retinamnist; smoke: breastmnist)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the mode's seeds")
+    ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "medmnist")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="results folder (default: benchmarks/results; smoke mode: <work>/results)")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mednas-bench")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="(data set, seed) units run in parallel, one process and --threads torch threads each")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: 1 with workers > 1)")
+    ap.add_argument("--report", action="store_true", help="write the tables from the finished units, run nothing")
+    ap.add_argument("--objectives", nargs="+", default=None, metavar="PROXY:max|min",
+                    help="the search's objectives (default: the strategy's); results go to <stem>_<proxies>")
+    args = ap.parse_args(argv)
+
+    from mednas_nni.strategies.zc_nsga2 import DEFAULT_OBJECTIVES
+
+    mode = {**MODES[args.mode], "objectives": args.objectives or list(DEFAULT_OBJECTIVES)}
+    tag = "" if not args.objectives else "_" + "_".join(o.split(":")[0] for o in args.objectives)
     flags = args.flags or mode.get("flags", ["breastmnist", "pneumoniamnist", "retinamnist"])
+    seeds = args.seeds or mode["seeds"]
     out_dir = args.out or (args.work / "results" if args.mode == "smoke" else REPO / "benchmarks" / "results")
+    args.work.mkdir(parents=True, exist_ok=True)
+    # every finished (data set, seed) is appended here: a killed run resumes with the units that are missing
+    done_path = args.work / f"zc_nsga2_medmnist-{args.mode}{tag}.jsonl"
+    done = {}
+    if done_path.exists():
+        for line in done_path.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["flag"], r["seed"])] = r
+    units = [(f, s) for f in flags for s in seeds if (f, s) not in done]
+    threads = args.threads or (1 if args.workers > 1 else mode.get("torch_threads"))
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     t_all = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    for flag in flags:
-        for seed in mode["seeds"]:
-            cfg = load_config(None, overrides(flag, args.root, mode, seed, args.work))
-            ds = build_dataset(cfg)
-            print(f"== {flag} seed {seed}", flush=True)
-            ours = run_ours(cfg)
-            print(f"   zc_nsga2: test {_short(ours['test'])}", flush=True)
-            rnd = run_random(load_config(None, overrides(flag, args.root, mode, seed, args.work)),
-                             ours["evaluated"])
-            print(f"   random  : test {_short(rnd['test'])}", flush=True)
-            par = run_params_only(load_config(None, overrides(flag, args.root, mode, seed, args.work)),
-                                  rnd["run_dir"])
-            print(f"   params  : test {_short(par['test'])}", flush=True)
-            ra = run_random_arch(load_config(None, overrides(flag, args.root, mode, seed, args.work)))
-            print(f"   rnd arch: test {_short(ra['test'])}", flush=True)
-            rn = run_resnet18(ds, cfg, seed)
-            print(f"   resnet18: test {_short(rn['test'])}", flush=True)
-            cost = proxy_cost_ratio(ds, cfg, mode.get("proxy_archs", 5))
-            rows.append({"flag": flag, "seed": seed, "zc_nsga2": ours, "random": rnd, "params_only": par,
-                         "random_arch": ra, "resnet18": rn, "majority": ours["majority"], "proxy_cost": cost,
-                         "archs_per_second": ours["evaluated"] / max(ours["search_seconds"], 1e-9),
-                         "paper": PAPER.get(flag, {})})
-    payload = {"benchmark": "zc_nsga2_medmnist", "mode": args.mode, "budget": mode, "machine": machine(),
-               "rows": rows, "total_seconds": time.perf_counter() - t_all}
-    stem = "zc_nsga2_medmnist" if args.mode in ("cpu", "smoke") else f"zc_nsga2_medmnist_{args.mode}"
+    if units and not args.report:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from multiprocessing import get_context
+
+        print(f"running {len(units)} unit(s) ({len(done)} done before) with {args.workers} worker(s)", flush=True)
+        with ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads or 2,)) as pool:
+            futs = [pool.submit(run_unit, f, s, args.mode, str(args.root), str(args.work), args.objectives)
+                    for f, s in units]
+            for fut in as_completed(futs):
+                row = fut.result()
+                with done_path.open("a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+                done[(row["flag"], row["seed"])] = row
+                print(f"== {row['flag']} seed {row['seed']} done in {row['unit_seconds']:.0f} s", flush=True)
+    rows = [done[(f, s)] for f in flags for s in seeds if (f, s) in done]
+    for r in rows:      # the objectives the search really used, from its run directory's resolved config
+        if "objectives" not in r:
+            import yaml
+
+            cfg = yaml.safe_load((Path(r["zc_nsga2"]["run_dir"]) / "config.resolved.yaml").read_text())
+            r["objectives"] = cfg["strategy"]["params"]["objectives"]
+    used = sorted({tuple(r["objectives"]) for r in rows})
+    if len(used) > 1:
+        print(f"the finished units used different objectives {used}: use another --work", flush=True)
+        return 1
+    if used:
+        mode["objectives"] = list(used[0])
+    if not rows:
+        print("no finished unit to report", flush=True)
+        return 1
+    import torch
+
+    payload = {"benchmark": "zc_nsga2_medmnist", "mode": args.mode, "budget": {**mode, "seeds": seeds},
+               "machine": {**machine(), "torch_threads": threads or torch.get_num_threads(), "workers": args.workers},
+               "rows": rows, "total_seconds_this_session": time.perf_counter() - t_all,
+               "missing_units": [[f, s] for f in flags for s in seeds if (f, s) not in done]}
+    stem = ("zc_nsga2_medmnist" if args.mode in ("cpu", "smoke") else f"zc_nsga2_medmnist_{args.mode}") + tag
     write_results(out_dir, stem, payload, table(payload))
     print(table(payload))
-    print(f"total {payload['total_seconds']:.0f} s; wrote {out_dir / stem}.json and .md")
+    print(f"wrote {out_dir / stem}.json and .md")
     return 0
 
 
@@ -282,17 +358,20 @@ def table(p: dict[str, Any]) -> str:
     m, b = p["machine"], p["budget"]
     lines = [f"# zc_nsga2 vs the baselines that isolate its parts, MedMNIST 28x28 ({p['mode']} mode)", "",
              f"Machine: {m['cpu']}, {m['cores']} cores (shared with other jobs: times are inflated), torch "
-             f"{m['torch']} ({m['torch_threads']} threads), CUDA: {m['cuda'] or 'none'}; {m['date']}.",
+             f"{m['torch']} ({m.get('workers', 1)} worker process(es) of {m['torch_threads']} thread(s)), CUDA: "
+             f"{m['cuda'] or 'none'}; {m['date']}.",
              f"Budget: NSGA-II pop {b['pop_size']} x {b['generations']} generations; NNI Random scores as many "
              f"architectures; space {b['num_blocks']} blocks x {b['num_nodes']} nodes, **width C={b['channels']}** "
              f"(the paper's reproduction: C=128); retraining {b['epochs']} epochs (MedMNIST v2 recipe otherwise), "
-             f"{b['top_k']}+knee finalists; seeds {b['seeds']}.", "",
+             f"{b['top_k']}+knee finalists; seeds {b['seeds']}; **objectives** "
+             f"{', '.join(b.get('objectives') or ['jacob_cov:max', 'log_synflow:max', 'flops:min'])} (NNI Random's "
+             "finalists are chosen by the same rule over the same objectives).", "",
              "## Mean ± std over seeds", "",
              "| data set | method | test ACC | test AUC | test bal. ACC | params (mean) |", "|---|---|---|---|---|---|"]
     flags = list(dict.fromkeys(r["flag"] for r in p["rows"]))
     for flag in flags:
         rows = [r for r in p["rows"] if r["flag"] == flag]
-        for name in METHODS:
+        for name in [n for n in METHODS if all(n in r for r in rows)]:
             t = [r[name]["test"] for r in rows]
             lines.append(f"| {flag} | {name} | {_mean_std([x['acc'] for x in t])} | {_mean_std([x['auc'] for x in t])}"
                          f" | {_mean_std([x.get('balanced_acc', float('nan')) for x in t])} | "
@@ -307,7 +386,7 @@ def table(p: dict[str, Any]) -> str:
               "| data set | seed | method | test ACC | test AUC | test bal. ACC | params | archs scored (failed) | "
               "search s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in p["rows"]:
-        for name in METHODS:
+        for name in [n for n in METHODS if n in r]:
             x = r[name]
             ev = f"{x['evaluated']} ({x['failed']})" if "evaluated" in x else "-"
             ss = f"{x['search_seconds']:.0f}" if "search_seconds" in x else "-"
@@ -320,6 +399,8 @@ def table(p: dict[str, Any]) -> str:
         c = r["proxy_cost"]
         lines.append(f"| {r['flag']} | {r['seed']} | {r['archs_per_second']:.2f} | {c['ratio_median']:.2f}x "
                      f"({c['proxy_seconds_median']:.2f} s / {c['fwd_bwd_seconds_median']:.2f} s) |")
+    if p.get("missing_units"):
+        lines += ["", f"**Partial**: units (data set, seed) not finished: {p['missing_units']}."]
     lines += ["", "The paper's numbers come from 100-epoch training at C=128 (and a GPU); this run retrains for "
                   f"{b['epochs']} epochs at C={b['channels']}, so they are context, not a target met or missed.", ""]
     return "\n".join(lines)
