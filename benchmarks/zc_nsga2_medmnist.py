@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="(data set, seed) units run in parallel, one process and --threads torch threads each")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: 1 with workers > 1)")
     ap.add_argument("--report", action="store_true", help="write the tables from the finished units, run nothing")
+    ap.add_argument("--note", default=None, help="a line for the table (e.g. what else ran on the machine)")
     ap.add_argument("--objectives", nargs="+", default=None, metavar="PROXY:max|min",
                     help="the search's objectives (default: the strategy's); results go to <stem>_<proxies>")
     args = ap.parse_args(argv)
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"benchmark": "zc_nsga2_medmnist", "mode": args.mode, "budget": {**mode, "seeds": seeds},
                "machine": {**machine(), "torch_threads": threads or torch.get_num_threads(), "workers": args.workers},
                "rows": rows, "total_seconds_this_session": time.perf_counter() - t_all,
-               "missing_units": [[f, s] for f in flags for s in seeds if (f, s) not in done]}
+               "missing_units": [[f, s] for f in flags for s in seeds if (f, s) not in done], "note": args.note}
     stem = ("zc_nsga2_medmnist" if args.mode in ("cpu", "smoke") else f"zc_nsga2_medmnist_{args.mode}") + tag
     write_results(out_dir, stem, payload, table(payload))
     print(table(payload))
@@ -399,6 +400,8 @@ def table(p: dict[str, Any]) -> str:
         c = r["proxy_cost"]
         lines.append(f"| {r['flag']} | {r['seed']} | {r['archs_per_second']:.2f} | {c['ratio_median']:.2f}x "
                      f"({c['proxy_seconds_median']:.2f} s / {c['fwd_bwd_seconds_median']:.2f} s) |")
+    if p.get("note"):
+        lines += ["", f"Note: {p['note']}"]
     if p.get("missing_units"):
         lines += ["", f"**Partial**: units (data set, seed) not finished: {p['missing_units']}."]
     lines += ["", "The paper's numbers come from 100-epoch training at C=128 (and a GPU); this run retrains for "
