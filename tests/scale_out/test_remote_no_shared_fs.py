@@ -50,7 +50,12 @@ def test_remote_trials_read_the_uploaded_data_and_config(sshd, tmp_path, nni_hom
     r = remote_search(sshd, tmp_path / "runs", env, home, f"data.params.root={data}", "training_service.data=upload")
     assert r.returncode == 0, r.stderr[-3000:]
     rd, exp_id = r.run_dir, r.exp_id
-    assert not non_loopback(r.listening), r.listening
+    # (this search is also the suite's remote search on two workers: the manager on loopback only, and below every
+    # trial on the remote, NNI's upgrade skipped, the results in a local run's format)
+    info = json.loads((rd / "nni_experiment.json").read_text())
+    assert info["platform"] == "remote" and info["listens_on"] == "127.0.0.1" and len(info["machines"]) == 2
+    assert ("127.0.0.1", r.port) in {(ip, p) for ip, p, _ in r.listening} and not non_loopback(r.listening), \
+        r.listening
 
     # what travelled: the code folder holds the config (no training_service: no keys or machine list) and the data,
     # hard-linked on this machine
@@ -76,6 +81,9 @@ def test_remote_trials_read_the_uploaded_data_and_config(sshd, tmp_path, nni_hom
         assert str(rd) not in (folder / RunDir.CONFIG).read_text()     # nothing of the driver's paths in use
         log = (envs / upload.parent.parent.name / "trials" / trial / "trial.log").read_text()
         assert "context from the uploaded config" in log, log[-2000:]
+    assert not list((rd / "nni" / exp_id).glob("trials/*/trial.log"))          # no trial ran on the driver
+    skipped = list((sshd.remote_home / ".mednas-nni").glob("nni-python-*/skipped.log"))
+    assert skipped and len(skipped[0].read_text().splitlines()) >= 2     # one skipped upgrade per worker
 
     # the results in the format of a local run (as in tests/genas/test_genas_nni.py)
     ok = [rec for rec in read_jsonl(rd / RunDir.ARCHS) if rec["status"] == "ok"]
@@ -83,8 +91,14 @@ def test_remote_trials_read_the_uploaded_data_and_config(sshd, tmp_path, nni_hom
     assert set(ok[0]) == {"batch", "describe", "hash", "metrics", "sample", "seconds", "status"}
     kinds = collections.Counter(t for (t,) in db.execute("select type from MetricData"))
     assert kinds == {"PERIODICAL": len(ok), "FINAL": len(ok)}
+    finals = [json.loads(json.loads(d)) for (d,) in db.execute("select data from MetricData where type='FINAL'")]
+    assert sorted(json.dumps(f, sort_keys=True) for f in finals) == \
+        sorted(json.dumps(rec["metrics"], sort_keys=True) for rec in ok)          # what the remote trial reported
+    assert {"default", "fitness", "val_f05", "val_balanced_acc", "history"} <= set(finals[0])
+    assert finals[0]["default"] == finals[0]["val_balanced_acc"]
     metrics = json.loads((rd / RunDir.METRICS).read_text())
-    assert metrics["strategy"] == "genas_wf" and {"test", "val", "baseline_test", "best_finalist"} <= set(metrics)
+    assert metrics["strategy"] == "genas_wf" and metrics["selected_by"] == "val_balanced_acc"
+    assert {"test", "val", "baseline_test", "best_finalist"} <= set(metrics)
     assert not (rd / TRIAL_ERRORS).exists()
 
 

@@ -2,18 +2,13 @@
 
 - the SSH preflight's one-line errors (an interpreter that is missing / not executable / lacks the packages, a
   refused key) and the reverse tunnel carrying a remote loopback port to this machine;
-- a small GeNAS-WF search whose trials run on two remote workers of that sshd: every trial ran in the remote's
-  working directory, NNI's 'pip install nni --upgrade' was skipped, nothing of the experiment listened on a
-  non-loopback address, and the results have the format of a local run (the search loop's records hold exactly
-  what the remote trials reported; intermediate + final metrics in NNI's database; the finalist tested).
+- the GeNAS-WF search on two remote workers of that sshd is in test_remote_no_shared_fs.py (one search checks both
+  the remote service and the trial code upload).
 Skips on a user's machine without sshd; fails in CI (MEDNAS_REQUIRE_DATA=1 / CI), where .ci/run installs it.
 """
 from __future__ import annotations
 
-import collections
-import json
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -22,13 +17,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from _scale_out_helpers import nni_home, non_loopback, remote_search, sshd  # noqa: F401
+from _scale_out_helpers import sshd  # noqa: F401 (fixture)
 from _sshd import free_port
-from conftest import require_data
 from mednas_nni.engines.training_service import check_paths_on_remote
 from mednas_nni.engines.training_service_remote import SshTarget, install_python_wrapper, preflight, reverse_tunnel
 from mednas_nni.errors import ConfigError, SearchError
-from mednas_nni.io import RunDir, read_jsonl
 
 
 def _target(server, tmp_path, python=sys.executable, key=None) -> SshTarget:
@@ -99,43 +92,6 @@ def test_reverse_tunnel_reaches_this_machines_loopback(sshd, tmp_path) -> None:
         assert out.stdout.strip() == "hello from the driver"
 
 
-@pytest.mark.data
-@pytest.mark.slow
-@pytest.mark.nni
-def test_genas_search_on_two_remote_workers_over_ssh(sshd, tmp_path, nni_home) -> None:
-    require_data("mhsma")
-    env, home = nni_home
-    r = remote_search(sshd, tmp_path / "runs", env, home)
-    assert r.returncode == 0, r.stderr[-3000:]
-    rd, exp_id, port, seen = r.run_dir, r.exp_id, r.port, r.listening
-    info = json.loads((rd / "nni_experiment.json").read_text())
-    assert info["platform"] == "remote" and info["listens_on"] == "127.0.0.1" and len(info["machines"]) == 2
-    assert ("127.0.0.1", port) in {(ip, p) for ip, p, _ in seen} and not non_loopback(seen), seen
-
-    # every trial NNI ran, ran on the remote: its working directory is in the sshd's HOME, not in the driver's
-    db = sqlite3.connect(rd / "nni" / exp_id / "db" / "nni.sqlite")
-    trials = {j for (j,) in db.execute("select distinct trialJobId from TrialJobEvent")}
-    succeeded = {j for (j,) in db.execute("select trialJobId from TrialJobEvent where event='SUCCEEDED'")}
-    remote_envs = sshd.remote_home / "nni-experiments" / exp_id / "environments"
-    ran_on = {d.name: d.parent.parent.name for d in remote_envs.glob("remote-worker*/trials/*")}
-    assert trials and set(ran_on) == trials, (trials, ran_on)
-    assert all((remote_envs / env_name / "trials" / t / "trial.log").exists() for t, env_name in ran_on.items())
-    assert not list((rd / "nni" / exp_id).glob("trials/*/trial.log"))
-    skipped = list((sshd.remote_home / ".mednas-nni").glob("nni-python-*/skipped.log"))
-    assert skipped and len(skipped[0].read_text().splitlines()) >= 2     # one skipped upgrade per worker
-
-    # results in the format of a local run: the search loop's records, the trial's final dict as NNI stored it,
-    # per-epoch intermediates, the finalist tested (the same assertions as the local-service test in tests/genas)
-    ok = [r for r in read_jsonl(rd / RunDir.ARCHS) if r["status"] == "ok"]
-    assert ok and len(succeeded) == len(ok)
-    assert set(ok[0]) == {"batch", "describe", "hash", "metrics", "sample", "seconds", "status"}
-    kinds = collections.Counter(t for (t,) in db.execute("select type from MetricData"))
-    assert kinds == {"PERIODICAL": len(ok), "FINAL": len(ok)}
-    finals = [json.loads(json.loads(d)) for (d,) in db.execute("select data from MetricData where type='FINAL'")]
-    assert sorted(json.dumps(f, sort_keys=True) for f in finals) == \
-        sorted(json.dumps(r["metrics"], sort_keys=True) for r in ok)            # what the remote trial reported
-    assert {"default", "fitness", "val_f05", "val_balanced_acc", "history"} <= set(finals[0])
-    assert finals[0]["default"] == finals[0]["val_balanced_acc"]
-    metrics = json.loads((rd / RunDir.METRICS).read_text())
-    assert metrics["strategy"] == "genas_wf" and metrics["selected_by"] == "val_balanced_acc"
-    assert {"test", "val", "baseline_test", "best_finalist"} <= set(metrics)
+# The remote GeNAS-WF search on two workers (manager on loopback only, every trial on the remote, NNI's upgrade
+# skipped, results in a local run's format) is tests/scale_out/test_remote_no_shared_fs.py's search with
+# data: upload, so the suite runs one remote search instead of two.
