@@ -1,0 +1,71 @@
+"""The markdown table of ``zc_nsga2_medmnist.py`` (means ± std over seeds, per-seed rows, proxy cost)."""
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+METHODS = ("zc_nsga2", "random", "params_only", "random_arch", "resnet18")
+
+
+def _short(test: dict[str, Any]) -> str:
+    return " ".join(f"{k} {test[k]:.3f}" for k in ("acc", "auc", "balanced_acc") if k in test)
+
+
+def _mean_std(xs: list[float]) -> str:
+    if len(xs) == 1:
+        return f"{xs[0]:.3f}"
+    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
+
+
+def table(p: dict[str, Any]) -> str:
+    m, b = p["machine"], p["budget"]
+    lines = [f"# zc_nsga2 vs the baselines that isolate its parts, MedMNIST 28x28 ({p['mode']} mode)", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores (shared with other jobs: times are inflated), torch "
+             f"{m['torch']} ({m.get('workers', 1)} worker process(es) of {m['torch_threads']} thread(s)), CUDA: "
+             f"{m['cuda'] or 'none'}; {m['date']}.",
+             f"Budget: NSGA-II pop {b['pop_size']} x {b['generations']} generations; NNI Random scores as many "
+             f"architectures; space {b['num_blocks']} blocks x {b['num_nodes']} nodes, **width C={b['channels']}** "
+             f"(the paper's reproduction: C=128); retraining {b['epochs']} epochs (MedMNIST v2 recipe otherwise), "
+             f"{b['top_k']}+knee finalists; seeds {b['seeds']}; **objectives** "
+             f"{', '.join(b.get('objectives') or ['jacob_cov:max', 'log_synflow:max', 'flops:min'])} (NNI Random's "
+             "finalists are chosen by the same rule over the same objectives).", "",
+             "## Mean ± std over seeds", "",
+             "| data set | method | test ACC | test AUC | test bal. ACC | params (mean) |", "|---|---|---|---|---|---|"]
+    flags = list(dict.fromkeys(r["flag"] for r in p["rows"]))
+    for flag in flags:
+        rows = [r for r in p["rows"] if r["flag"] == flag]
+        for name in [n for n in METHODS if all(n in r for r in rows)]:
+            t = [r[name]["test"] for r in rows]
+            lines.append(f"| {flag} | {name} | {_mean_std([x['acc'] for x in t])} | {_mean_std([x['auc'] for x in t])}"
+                         f" | {_mean_std([x.get('balanced_acc', float('nan')) for x in t])} | "
+                         f"{int(statistics.mean(r[name]['params'] for r in rows)):,} |")
+        maj = rows[0]["majority"]
+        lines.append(f"| {flag} | majority class | {maj['acc']:.3f} | 0.500 | {maj.get('balanced_acc', 0.5):.3f} | - |")
+        pp = rows[0]["paper"]
+        if pp:
+            lines.append(f"| {flag} | paper: MSTF-NAS / ResNet-18 (28), 100 epochs, C=128 | {pp['mstf_acc']:.3f} / "
+                         f"{pp['rn18_acc']:.3f} | {pp['mstf_auc']:.3f} / {pp['rn18_auc']:.3f} | - | - |")
+    lines += ["", "## Per seed", "",
+              "| data set | seed | method | test ACC | test AUC | test bal. ACC | params | archs scored (failed) | "
+              "search s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in p["rows"]:
+        for name in [n for n in METHODS if n in r]:
+            x = r[name]
+            ev = f"{x['evaluated']} ({x['failed']})" if "evaluated" in x else "-"
+            ss = f"{x['search_seconds']:.0f}" if "search_seconds" in x else "-"
+            lines.append(f"| {r['flag']} | {r['seed']} | {name} | {x['test']['acc']:.3f} | {x['test']['auc']:.3f} | "
+                         f"{x['test'].get('balanced_acc', float('nan')):.3f} | {x['params']:,} | {ev} | {ss} |")
+    n_proxy = p["rows"][0]["proxy_cost"]["n_archs"] if p["rows"] else 5
+    lines += ["", f"| data set | seed | archs scored / s | proxy cost / one fwd+bwd (median of {n_proxy}) |",
+              "|---|---|---|---|"]
+    for r in p["rows"]:
+        c = r["proxy_cost"]
+        lines.append(f"| {r['flag']} | {r['seed']} | {r['archs_per_second']:.2f} | {c['ratio_median']:.2f}x "
+                     f"({c['proxy_seconds_median']:.2f} s / {c['fwd_bwd_seconds_median']:.2f} s) |")
+    if p.get("note"):
+        lines += ["", f"Note: {p['note']}"]
+    if p.get("missing_units"):
+        lines += ["", f"**Partial**: units (data set, seed) not finished: {p['missing_units']}."]
+    lines += ["", "The paper's numbers come from 100-epoch training at C=128 (and a GPU); this run retrains for "
+                  f"{b['epochs']} epochs at C={b['channels']}, so they are context, not a target met or missed.", ""]
+    return "\n".join(lines)
