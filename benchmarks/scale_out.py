@@ -149,6 +149,8 @@ def _one(config: str, seed: int, mode: str, work: Path, sshd: Any) -> dict[str, 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     base = {r["seed"]: r["trials_per_hour"] for r in rows if r["config"] == "local_1" and "error" not in r}
+    base_p = {r["seed"]: r.get("trials_per_hour_trial_phase") for r in rows
+              if r["config"] == "local_1" and "error" not in r}
     for c in CONFIGS:
         rs = [r for r in rows if r["config"] == c and "error" not in r]
         if not rs:
@@ -161,8 +163,6 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             return f"{statistics.mean(xs):.1f} ± {statistics.stdev(xs):.1f}" if len(xs) > 1 else f"{xs[0]:.1f}"
 
         speed = [r["trials_per_hour"] / base[r["seed"]] for r in rs if r["seed"] in base and base[r["seed"]]]
-        base_p = {r["seed"]: r.get("trials_per_hour_trial_phase") for r in rows
-                  if r["config"] == "local_1" and "error" not in r}
         speed_p = [r["trials_per_hour_trial_phase"] / base_p[r["seed"]] for r in rs
                    if base_p.get(r["seed"]) and r.get("trials_per_hour_trial_phase")]
         out[c] = {"runs": len(rs), "trials_per_hour": ms("trials_per_hour"), "search_s": ms("search_s"),

@@ -223,10 +223,6 @@ def run_unit(flag: str, seed: int, mode_name: str, root: str, work: str,
     from mednas_nni.experiment import build_dataset
 
     mode = {**MODES[mode_name], **({"objectives": objectives} if objectives else {})}
-    if mode.get("torch_threads"):
-        import torch
-
-        torch.set_num_threads(mode["torch_threads"])
     root_p, work_p = Path(root), Path(work)
 
     def cfg_():
@@ -244,6 +240,7 @@ def run_unit(flag: str, seed: int, mode_name: str, root: str, work: str,
     ra = run_random_arch(cfg_())
     print(f"   {flag} seed {seed} rnd arch: test {_short(ra['test'])}", flush=True)
     row = {"flag": flag, "seed": seed, "zc_nsga2": ours, "random": rnd, "params_only": par, "random_arch": ra,
+           "objectives": list(cfg.strategy.params["objectives"]),
            "majority": ours["majority"], "archs_per_second": ours["evaluated"] / max(ours["search_seconds"], 1e-9),
            "paper": PAPER.get(flag, {})}
     if mode.get("resnet18", True):
@@ -295,11 +292,9 @@ def main(argv: list[str] | None = None) -> int:
             r = json.loads(line)
             done[(r["flag"], r["seed"])] = r
     units = [(f, s) for f in flags for s in seeds if (f, s) not in done]
-    threads = args.threads or (1 if args.workers > 1 else mode.get("torch_threads"))
-    if threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(threads)
+    threads = args.threads or (1 if args.workers > 1 else mode.get("torch_threads")) or torch.get_num_threads()
     t_all = time.perf_counter()
     if units and not args.report:
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -307,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"running {len(units)} unit(s) ({len(done)} done before) with {args.workers} worker(s)", flush=True)
         with ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=get_context("spawn"),
-                                 initializer=_init_worker, initargs=(threads or 2,)) as pool:
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
             futs = [pool.submit(run_unit, f, s, args.mode, str(args.root), str(args.work), args.objectives)
                     for f, s in units]
             for fut in as_completed(futs):
@@ -317,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                 done[(row["flag"], row["seed"])] = row
                 print(f"== {row['flag']} seed {row['seed']} done in {row['unit_seconds']:.0f} s", flush=True)
     rows = [done[(f, s)] for f in flags for s in seeds if (f, s) in done]
-    for r in rows:      # the objectives the search really used, from its run directory's resolved config
+    for r in rows:      # units written before rows carried them: the objectives from the search's run directory
         if "objectives" not in r:
             import yaml
 
@@ -332,10 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("no finished unit to report", flush=True)
         return 1
-    import torch
-
     payload = {"benchmark": "zc_nsga2_medmnist", "mode": args.mode, "budget": {**mode, "seeds": seeds},
-               "machine": {**machine(), "torch_threads": threads or torch.get_num_threads(), "workers": args.workers},
+               "machine": {**machine(), "torch_threads": threads, "workers": args.workers},
                "rows": rows, "total_seconds_this_session": time.perf_counter() - t_all,
                "missing_units": [[f, s] for f in flags for s in seeds if (f, s) not in done], "note": args.note}
     stem = ("zc_nsga2_medmnist" if args.mode in ("cpu", "smoke") else f"zc_nsga2_medmnist_{args.mode}") + tag

@@ -104,7 +104,7 @@ def plan_data_upload(cfg: Any) -> list[tuple[str, Path, list[tuple[Path, Path]]]
                 f"{n_files} files and {n_bytes / 2**20:.1f} MB; use data: same_path with the data at the same path "
                 "on every machine")
         rel = Path(DATA_FOLDER) / name
-        plan.append((name, src, [(f, rel / (r if not src.is_file() else r.name)) for f, r in files]))
+        plan.append((name, src, [(f, rel / r) for f, r in files]))
     return plan
 
 
