@@ -58,7 +58,7 @@ def _plot(rd: RunDir, strategy: Any, records: list[dict], front: list[dict], fin
     axes[0][0].legend(fontsize=8, loc="best")
     failed = sum(r["status"] == "failed" for r in records)
     fig.suptitle(f"{strategy.name}: {len(allr)} architectures scored, {failed} failed, "
-                 f"{strategy.generation} generations; circles = finalists", fontsize=10)
+                 f"{strategy.generation} generations\ncircles = finalists", fontsize=10)
     fig.tight_layout()
     atomic_savefig(fig, rd / RunDir.PARETO_PNG, dpi=110)
     plt.close(fig)
