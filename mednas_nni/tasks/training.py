@@ -41,8 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..config import EvaluatorConfig
     from ..contracts import DatasetPlugin, Task
 
-__all__ = ["fit", "train_curve", "recalibrate_bn", "materialize", "split_tensors", "reset_parameters",
-           "unpack_batch", "TensorBatches"]
+__all__ = ["fit", "train_curve", "recalibrate_bn", "apply_memory_format", "materialize", "split_tensors",
+           "reset_parameters", "unpack_batch", "TensorBatches"]
 
 _logger = logging.getLogger(__name__)
 
@@ -138,6 +138,19 @@ def _recalibrate_bn(model: nn.Module, train_set: Any, batch_size: int, device: s
                            if max_batches is None or b < max_batches), device)
 
 
+def apply_memory_format(model: nn.Module, memory_format: str) -> nn.Module:
+    """Put the model's 4-D parameters and buffers in ``memory_format`` ("contiguous" leaves it as it is).
+
+    Not ``Module.to(memory_format=...)``, which raises on the 5-D weights of a 3-D network: those are left alone.
+    """
+    if memory_format == "channels_last":
+        with torch.no_grad():
+            for t in (*model.parameters(), *model.buffers()):
+                if t.dim() == 4:
+                    t.data = t.data.contiguous(memory_format=torch.channels_last)
+    return model
+
+
 def _check_finite(loss: torch.Tensor, epoch: int) -> None:
     if not torch.isfinite(loss):
         raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}; expected a finite loss "
@@ -158,7 +171,8 @@ def fit(task: Task, model: nn.Module, dataset: DatasetPlugin, recipe: EvaluatorC
         model: the network; trained in place and left holding the best epoch's weights.
         dataset: ``dataset("train", augment=recipe.augment)`` and ``dataset("val")`` are used.
         recipe: an :class:`~mednas_nni.config.EvaluatorConfig` (epochs, batch_size, lr, weight_decay, milestones,
-            gamma, augment, select_by (None: the task's default), num_workers, max_batches_per_epoch, bn_batches).
+            gamma, augment, select_by (None: the task's default), num_workers, max_batches_per_epoch, bn_batches,
+            memory_format).
         device: torch device string.
         seed: seeds the shuffling generator (and ``seed + epoch`` the BatchNorm recalibration batches).
         on_epoch: called after every epoch with ``{"epoch", "train_loss", "val_<metric>"..., "seconds"}``.
@@ -181,7 +195,7 @@ def fit(task: Task, model: nn.Module, dataset: DatasetPlugin, recipe: EvaluatorC
     train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=g,
                               num_workers=recipe.num_workers)
     val_loader = DataLoader(val_set, batch_size=max(batch_size, 256), shuffle=False, num_workers=recipe.num_workers)
-    model = model.to(device)
+    model = apply_memory_format(model.to(device), recipe.memory_format)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(
         opt, milestones=sorted({max(1, int(round(m * epochs))) for m in recipe.milestones}), gamma=recipe.gamma)

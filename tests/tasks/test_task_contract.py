@@ -117,3 +117,30 @@ def test_write_figures(setup, tmp_path):
     if task.name == "segmentation":
         assert [p.name for p in paths] == ["overlays.png", "dice_per_image.png"]
         assert sorted(f.name for f in tmp_path.iterdir()) == ["dice_per_image.png", "overlays.png"]   # no temp
+
+
+def test_fit_in_channels_last_layout_trains_the_same_network(setup):
+    """``evaluator.memory_format=channels_last`` changes only the weights' layout: the same epochs, finite metrics
+    the same loss and weights within Adam's step of the default layout's (convolution order differs, so not equal)."""
+    import copy
+
+    _, task, data, net = setup
+    recipe = EvaluatorConfig(epochs=1, batch_size=16, lr=3e-3, bn_batches=2, max_batches_per_epoch=1)
+    twin = copy.deepcopy(net)
+    a = task.fit(net, data, recipe, seed=0)
+    b = task.fit(twin, data, recipe.model_copy(update={"memory_format": "channels_last"}), seed=0)
+    convs = [m.weight for m in twin.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert a["history"][0]["train_loss"] == pytest.approx(b["history"][0]["train_loss"], rel=1e-4)
+    # one Adam step moves each weight by at most lr, whatever the gradient's rounding: within 2 lr of each other
+    for (k, v), (k2, v2) in zip(net.named_parameters(), twin.named_parameters()):
+        assert k == k2 and (v - v2).abs().max() <= 2 * recipe.lr + 1e-5, k
+
+
+def test_channels_last_leaves_3d_weights_alone():
+    from mednas_nni.tasks.training import apply_memory_format
+
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3), torch.nn.Conv2d(2, 2, 3), torch.nn.Linear(2, 2))
+    apply_memory_format(net, "channels_last")
+    assert net[0].weight.is_contiguous() and net[1].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not net[1].weight.is_contiguous()
