@@ -105,3 +105,24 @@ def run_nni_peer(strategy: Any, space: Any, ctx: Any, trial_function: str, trial
     fmt = RawFormatModelSpace if raw_format else SimplifiedModelSpace
     strategy(fmt.from_model(space, evaluator), engine)
     return engine
+
+
+def valid_random(space: Any, *, dedup: bool = True, seed: int | None = None) -> Any:
+    """NNI's ``Random`` that draws only samples ``space.is_valid`` accepts, as mednas's own searches do.
+
+    A rejected draw raises NNI's ``SampleValidationError``, which NNI's ``Random`` already redraws (its
+    ``RetrySamplingHelper``), so the peer spends none of its budget on architectures the space rejects
+    (for ``mstf_cell``: dead cells, ~15 % of uniform draws).
+    """
+    from nni.mutable import SampleValidationError
+    from nni.nas.strategy import Random
+
+    class ValidRandom(Random):
+        def random(self, model_space: Any) -> Any:
+            model = super().random(model_space)
+            ok, why = space.is_valid(space.canonicalize(model.sample))
+            if not ok:
+                raise SampleValidationError(why)
+            return model
+
+    return ValidRandom(dedup=dedup, seed=seed)
