@@ -82,6 +82,30 @@ class NormalisedMOEAD(ParallelMOEAD):
     the reproduction normalised per population. Individuals carry an ``ok`` flag (False: failed).
     """
 
+    #: what the search has met (:class:`~.zc_operators.Archive`; not pymoo's own ``archive``); None: no check
+    met: Any = None
+    #: matings per subproblem to get a child that is new and valid before the last one stands (a repeat is then a
+    #: cache hit, never re-scored; an invalid one is recorded by the core, never built)
+    redraws: int = 20
+
+    def _infill(self) -> Any:
+        """pymoo's batch infill, then each child met before (or twice in the batch) or rejected by the space is
+        mated again from its subproblem's neighbourhood, as NSGA-II's duplicate elimination does for its mating."""
+        off = super()._infill()
+        if self.met is None:
+            return off
+        n_parents, batch = self.mating.crossover.n_parents, set()
+        for k in range(len(off)):
+            for _ in range(self.redraws):
+                if self.met.admit(np.asarray(off[k].X), batch):
+                    break
+                P = self.selection.do(self.problem, self.pop, 1, n_parents,
+                                      neighbors=self.neighbors[self.indices[k:k + 1]], random_state=self.random_state)
+                pool = self.mating.do(self.problem, self.pop, 1e12, n_max_iterations=1, parents=P,
+                                      random_state=self.random_state)
+                off[k] = self.random_state.choice(pool)
+        return off
+
     def _update_bounds(self, pop: Any) -> None:
         ok = np.asarray([bool(v) if v is not None else True for v in pop.get("ok")], dtype=bool)
         F = np.asarray(pop.get("F"), dtype=float)[ok]
@@ -139,9 +163,10 @@ def build_algorithm(kind: str, upper: list[int], n_obj: int, pop_size: int, gene
         ref_dirs = get_reference_directions("energy", n_obj, pop_size, seed=seed)
         algo = NormalisedMOEAD(ref_dirs, n_neighbors=min(15, pop_size), prob_neighbor_mating=0.7,
                                sampling=sampling, crossover=crossover, mutation=mutation)
-        # MOEA/D keeps one child per subproblem and eliminates no duplicate (a repeat is a cache hit: never
-        # re-scored); its own NeighborhoodSelection picks the parents
+        # MOEA/D keeps one child per subproblem; its own NeighborhoodSelection picks the parents, and a child met
+        # before or rejected by the space is mated again (NormalisedMOEAD._infill)
         algo.mating = mating_factory(algo.selection, crossover, mutation, n_max_iterations=1)
+        algo.met = getattr(eliminate_duplicates, "archive", None)
     algo.setup(problem, termination=("n_gen", generations), seed=seed, verbose=False)
     return algo
 

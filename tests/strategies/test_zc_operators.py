@@ -128,3 +128,31 @@ def test_moead_on_normalised_objectives_spans_every_objective(monkeypatch):
     monkeypatch.setattr(NormalisedMOEAD, "normalise", lambda self, F: F)      # pymoo's raw scalarisation
     raw, _, _ = best_quarter(0)
     assert raw.min(0)[2] < 0.25 and raw.min(0)[1] > 0.25, raw.min(0)          # FLOPs-like objective wins alone
+
+
+def test_moead_never_proposes_a_repeat_or_a_dead_cell_on_the_42_gene_space():
+    """MOEA/D's children are checked against everything met, as NSGA-II's: every asked architecture is new and
+    valid (before, a child equal to a scored one was proposed again and dead cells were proposed)."""
+    stats, rejected = VariationStats(), []
+    archive = _archive(stats, rejected)
+
+    def mating(selection, crossover, mutation, **kw):
+        return TrackedMating(selection, crossover, mutation, stats, **kw)
+
+    algo = build_algorithm("moead", UPPER, 2, 10, 8, 0, sampling=CategoricalSampling(archive),
+                           crossover=make_crossover("uniform", 0.9), mutation=RandomResetMutation(),
+                           mating_factory=mating, eliminate_duplicates=ArchiveDuplicateElimination(archive))
+    asked, rng = [], np.random.default_rng(0)
+    while algo.has_next():
+        pop = algo.ask()
+        hashes = [_decode(x)[1] for x in np.asarray(pop.get("X"))]
+        assert all(SPACE.is_valid(_decode(x)[0])[0] for x in np.asarray(pop.get("X")))
+        asked += hashes
+        archive.seen |= set(hashes)
+        # two objectives with few distinct values: a population converges and its children repeat their parents
+        F = np.round(rng.random((len(pop), 2)), 1)
+        pop.set("ok", np.ones(len(pop), dtype=bool))
+        Evaluator().eval(StaticProblem(algo.problem, F=F), pop)
+        algo.tell(infills=pop)
+    assert len(asked) == 80 and len(set(asked)) == 80
+    assert stats.duplicates_dropped + stats.invalid_dropped > 0      # the check had something to do
