@@ -5,6 +5,7 @@ directory from elsewhere can never run code; a file that is not what mednas-nni 
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +21,12 @@ __all__ = ["load_weights", "load_trained", "load_trained_model"]
 
 
 def _read_json(path: Path) -> Any:
-    from .experiment import _read_json as read
-
-    return read(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: expected this file in the run directory, got none") from None
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{path}: expected JSON, got a damaged file ({e})") from None
 
 
 def load_weights(path: Path) -> dict[str, Any]:
