@@ -2,7 +2,9 @@
 
 ``main_e4255b2.json`` was recorded on the last commit before Core v2 (see README.md here). Both searches run through
 the public CLI with today's code; every scored architecture (canonical hash, status, zero-cost scores or GeNAS-WF
-fitness), the finalists, the winner and its val/test metrics must match.
+fitness), the finalists, the winner and its val/test metrics must match. Each search runs in a child process with 2
+torch threads and the CPU kernels pinned to AVX2 (``record.PINNED_ISA``): unpinned, an AVX-512 machine moves the
+last bits of the sums.
 """
 from __future__ import annotations
 
@@ -12,21 +14,9 @@ from pathlib import Path
 import pytest
 
 from conftest import require_data
-from record import SEARCHES, run  # noqa: F401 - tests/golden is on sys.path (rootdir-relative import)
+from record import SEARCHES, run_pinned  # noqa: F401 - tests/golden is on sys.path (rootdir-relative import)
 
 GOLDEN = json.loads((Path(__file__).parent / "main_e4255b2.json").read_text())
-
-
-@pytest.fixture(autouse=True)
-def recorded_threads():
-    """The golden file was recorded on 2 cores (torch's default: 2 intra-op threads); convolution sums depend on the
-    thread count, so the comparison runs with the same count whatever the machine (and whatever ran before)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
 
 
 def _scores(rec: dict) -> dict | None:
@@ -56,11 +46,11 @@ def _compare(name: str, now: dict) -> None:
 
 @pytest.mark.slow
 def test_zero_cost_nsga2_gives_the_recorded_results():
-    _compare("zc_nsga2_breastmnist", run("zc_nsga2_breastmnist"))
+    _compare("zc_nsga2_breastmnist", run_pinned("zc_nsga2_breastmnist"))
 
 
 @pytest.mark.slow
 @pytest.mark.data
 def test_genas_wf_gives_the_recorded_results():
     require_data("mhsma")
-    _compare("genas_wf_mhsma", run("genas_wf_mhsma", ["engine.kind=sequential"]))
+    _compare("genas_wf_mhsma", run_pinned("genas_wf_mhsma", ["engine.kind=sequential"]))
