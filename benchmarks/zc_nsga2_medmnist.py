@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, new_run, run_nni_peer, valid_random, write_results  # noqa: E402
-from zc_nsga2_table import METHODS, _short, table  # noqa: E402
+from zc_nsga2_table import _short, table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = {  # MSTF-NAS test ACC / AUC as quoted in METHODS §A4 (paper tables); ResNet-18 (28) from MedMNIST v2
@@ -374,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"benchmark": "zc_nsga2_medmnist", "mode": args.mode, "budget": {**mode, "seeds": seeds},
                "machine": {**machine(), "torch_threads": threads, "workers": args.workers},
                "rows": rows, "total_seconds_this_session": time.perf_counter() - t_all,
-               "missing_units": [[f, s] for f in flags for s in seeds if (f, s) not in done], "note": args.note}
+               "missing_units": [[f, s] for f in flags for s in seeds if (f, s) not in done], "note": args.note,
+               "partial_steps": [{"flag": f, "seed": s, "step": st, "result": res}
+                                 for (f, s, st), res in _load_state(done_path)[1].items() if (f, s) not in done]}
     stem = ("zc_nsga2_medmnist" if args.mode in ("cpu", "smoke") else f"zc_nsga2_medmnist_{args.mode}") + tag
     write_results(out_dir, stem, payload, table(payload))
     print(table(payload))
