@@ -126,3 +126,20 @@ def valid_random(space: Any, *, dedup: bool = True, seed: int | None = None) -> 
             return model
 
     return ValidRandom(dedup=dedup, seed=seed)
+
+
+def die_with_parent() -> None:
+    """In a worker process: be sent SIGTERM when the driver dies (Linux ``prctl(PR_SET_PDEATHSIG)``).
+
+    A driver killed by a signal does not stop a ``ProcessPoolExecutor``'s workers: they go on training and appending
+    to the results of a run that was meant to stop. Elsewhere this does nothing.
+    """
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)    # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):                                 # no prctl in this libc: as before
+            pass

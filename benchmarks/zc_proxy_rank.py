@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, write_results  # noqa: E402
+from _common import die_with_parent, machine, write_results  # noqa: E402
 from zc_proxy_rank_stats import PROXIES, analyse, corr_with_ci, table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,6 +216,7 @@ def _init_worker(root: str, plan: dict[str, Any], space_kw: dict[str, Any], pneu
 
     from mednas_nni.search_spaces.mstf_cell import MSTFCellSpace
 
+    die_with_parent()
     torch.set_num_threads(1)
     data = {f: {s: load_split(Path(root), f, s) for s in ("train", "test")} for f in FLAGS}
     x, y = data["pneumoniamnist"]["train"]
