@@ -221,27 +221,31 @@ def proxy_cost_ratio(ds, cfg, n: int = 5) -> dict[str, float]:
 
 
 def _load_state(path: Path) -> tuple[dict[tuple[str, int], dict], dict[tuple[str, int, str], dict]]:
-    """Finished units ``{(flag, seed): row}`` and finished steps ``{(flag, seed, step): result}`` of a state file."""
+    """Finished units ``{(flag, seed): row}`` and finished steps ``{(flag, seed, step): result}`` of a state file
+    (the core's ``read_jsonl``: a line torn by a killed run is skipped)."""
+    from mednas_nni.io import read_jsonl
+
     units, steps = {}, {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            r = json.loads(line)
-            if "step" in r:
-                steps[(r["flag"], r["seed"], r["step"])] = r["result"]
-            else:
-                units[(r["flag"], r["seed"])] = r
+    for r in read_jsonl(path):
+        if "step" in r:
+            steps[(r["flag"], r["seed"], r["step"])] = r["result"]
+        else:
+            units[(r["flag"], r["seed"])] = r
     return units, steps
 
 
 def _append_state(path: Path, record: dict[str, Any]) -> None:
-    """One JSON line, appended under an exclusive lock (two workers share the file)."""
+    """The core's ``append_jsonl`` (one fsynced write), under an exclusive lock: two workers share the file."""
     import fcntl
 
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
-        fcntl.flock(fh, fcntl.LOCK_UN)
+    from mednas_nni.io import append_jsonl
+
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            append_jsonl(path, record)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def run_unit(flag: str, seed: int, mode_name: str, root: str, work: str,
