@@ -28,6 +28,7 @@ from ..errors import SearchError
 from ..io import atomic_write_json, atomic_write_text
 from .nni_engine import LoopStrategy, make_evaluator
 from .nni_loopback import is_loopback, loopback_manager
+from .nas_trial_entry import nas_trial_python
 from .nni_process import TERMINAL_STATES, nni_manifest, patch_nni_resume_hang, stop_nni_experiment
 from .records import arch_hash
 from .search_loop import SearchLoop
@@ -224,8 +225,10 @@ def run_local(loop: SearchLoop) -> None:
         budget = loop.strategy.max_evaluations or 10_000
         config.max_trial_number = eng.max_trial_number or budget + 64
         config.trial_gpu_number = eng.trial_gpu_number
-        if svc.trial_python is not None:     # the remote's interpreter (NNI's trial shell lacks pythonPath)
-            config._trial_command_params = {"python": svc.trial_python}
+        # NNI's trial command is "{python} -m nni.nas.execution.training_service trial"; ours runs that entry with
+        # the parameter the manager assigned the trial (NNI 3.0 can swap two trials' parameters). The remote's
+        # interpreter is named because NNI's trial shell lacks pythonPath.
+        config._trial_command_params = {"python": nas_trial_python(svc.trial_python)}
         strategy = LocalLoopStrategy(loop, log_dir=work / exp_id / "log")
         exp = NasExperiment(loop.space, make_evaluator(loop), strategy, config=config, id=exp_id)
         _logger.info("NNI experiment %s on the %s training service: web UI on %s (listening on %s)", exp_id,

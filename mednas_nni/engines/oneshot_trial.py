@@ -39,13 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     from ..config import load_config
     from ..errors import MedNASError
     from ..experiment import run_search
+    from .assigned_parameters import get_assigned_parameter
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         print("usage: python -m mednas_nni.engines.oneshot_trial CONFIG [KEY=VALUE ...]", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    params = nni.get_next_parameter() or {}
+    params = get_assigned_parameter() or {}
     trial = nni.get_trial_id() or "local"
     try:
         cfg = load_config(argv[0], overrides=[*argv[1:], *overrides_from_parameters(params)])

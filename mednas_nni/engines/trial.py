@@ -252,38 +252,9 @@ def _parameters(argv: list[str]) -> Any:
     args = ap.parse_args(argv)
     if args.params:
         return json.loads(Path(args.params).read_text(encoding="utf-8"))
-    import nni
+    from .assigned_parameters import get_assigned_parameter
 
-    params = nni.get_next_parameter()
-    mine = _assigned_record()
-    if mine is not None and isinstance(nni.trial._params, dict) and \
-            mine.get("parameter_id") != nni.trial._params.get("parameter_id"):
-        # NNI 3.0's local training service can hand two trials started together each other's parameters; the
-        # manager (web UI, tuner's trial_end) keeps its own assignment, so take that one and report under it.
-        _logger.warning("NNI sent parameter %s, but this trial is assigned %s: using the assigned one",
-                        nni.trial._params.get("parameter_id"), mine.get("parameter_id"))
-        nni.trial._params = mine
-        params = mine["parameters"]
-    return params
-
-
-def _assigned_record() -> dict[str, Any] | None:
-    """This trial's parameter record as NNI's manager stored it (REST ``trial-jobs/<id>``); None if unknown."""
-    from urllib.parse import urlparse
-    from urllib.request import urlopen
-
-    channel, tid = os.environ.get("NNI_TRIAL_COMMAND_CHANNEL"), os.environ.get("NNI_TRIAL_JOB_ID")
-    try:
-        port = urlparse(channel).port if channel else None
-        if not port or not tid:
-            return None
-        with urlopen(f"http://127.0.0.1:{port}/api/v1/nni/trial-jobs/{tid}", timeout=10) as r:
-            hp = json.loads(r.read()).get("hyperParameters") or []
-        rec = json.loads(hp[-1]) if hp else None
-        return rec if isinstance(rec, dict) and "parameters" in rec else None
-    except (OSError, ValueError) as e:
-        _logger.info("could not read this trial's parameters from NNI's manager (%s)", e)
-        return None
+    return get_assigned_parameter()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -129,9 +129,10 @@ def test_local_training_service_end_to_end(tmp_path, nni_env) -> None:
     env, started = nni_env
     port = _free_port()
     t0 = time.perf_counter()
+    # two trials started together: NNI 3.0 can hand each the other's parameters (the trial entry corrects it)
     out = _mednas(env, "search", str(EXAMPLE), "engine.kind=local", "strategy.params.population_size=2",
                   "strategy.params.generations=1", f"engine.port={port}", f"run.out_dir={tmp_path}/runs",
-                  *TINY, "--no-progress")
+                  "engine.trial_concurrency=2", *TINY, "--no-progress")
     wall = time.perf_counter() - t0
     rd = next((tmp_path / "runs").iterdir())
     exp_id = json.loads((rd / "status.json").read_text()).get("nni_experiment")
@@ -149,8 +150,18 @@ def test_local_training_service_end_to_end(tmp_path, nni_env) -> None:
     final = json.loads(json.loads(db.execute("select data from MetricData where type='FINAL'").fetchone()[0]))
     assert {"default", "fitness", "val_f05", "val_balanced_acc", "history"} <= set(final)
     assert final["default"] == final["val_balanced_acc"]
+    # as the web UI shows a trial: its architecture (the manager's assignment) and its metrics belong together
+    space = GeNASCNNSpace(**load_config(EXAMPLE).space.params)
+    assigned = {}
+    for job, data in db.execute("select trialJobId, data from TrialJobEvent where data is not null order by timestamp"):
+        assigned.setdefault(job, json.loads(data))
+    ours = {r["hash"]: r for r in read_jsonl(rd / RunDir.ARCHS) if r["status"] == "ok"}
+    for job, pid, data in db.execute("select trialJobId, parameterId, data from MetricData where type='FINAL'"):
+        assert str(pid) == str(assigned[job]["parameter_id"]), f"trial {job} reported under another parameter"
+        h = arch_hash(space.canonicalize(assigned[job]["parameters"]["sample"]))
+        assert json.loads(json.loads(data))["default"] == ours[h]["metrics"]["default"]
     assert not _manager_procs(exp_id)                        # mednas stopped its manager at the end
-    print(f"local training service: 2 trials, search {json.loads((rd / 'status.json').read_text())['search_seconds']:.0f}"
+    print(f"local training service: 2 concurrent trials, search {json.loads((rd / 'status.json').read_text())['search_seconds']:.0f}"
           f" s, command {wall:.0f} s")
 
 
