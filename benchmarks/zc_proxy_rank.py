@@ -23,6 +23,12 @@ trains 100 architectures at the paper's width (C=128) for 30 epochs. Every finis
 ``<work>/zc_proxy_rank.jsonl``, so a killed run resumes where it stopped and ``--report`` writes the tables from
 whatever has finished. Results: benchmarks/results/zc_proxy_rank.{json,md}.
 
+A held-out check of a conclusion drawn from that table (e.g. the default objectives, chosen after seeing it) is
+another fixed-seed sample: ``--arch-seed 1`` draws different architectures and writes
+``zc_proxy_rank_archseed1.{json,md}``; ``--plan-from benchmarks/results/zc_proxy_rank.json`` trains it with that
+run's plan (width, epochs, seeds) so the two tables compare; ``--flags breastmnist`` skips PneumoniaMNIST;
+``--pneumonia-train N`` sets its training subset instead of the timing step.
+
 The training loop is written here on in-memory tensors (MedMNIST v2 recipe: Adam 1e-3, batch 128, cross-entropy,
 no augmentation) rather than the task's ``fit``: 160+ short trainings on 2 cores cannot afford the per-sample
 dictionary pipeline, and the ranking question needs the same recipe for every architecture, not the full one.
@@ -31,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import sys
@@ -207,6 +212,22 @@ def calibrate(mode: dict[str, Any], space_kw: dict[str, Any], data: dict[str, di
     return plan
 
 
+def _plan_from(path: Path) -> dict[str, Any]:
+    """The ``plan`` of an earlier run's results JSON; one line naming the file when it has none."""
+    keys = ("channels", "epochs", "short_epochs", "seeds", "pneumonia_train")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--plan-from {path}: expected a zc_proxy_rank results JSON, could not read it ({e})")
+    plan = data.get("plan") if isinstance(data, dict) else None
+    missing = [k for k in keys if not isinstance(plan, dict) or k not in plan]
+    if missing:
+        raise SystemExit(f"--plan-from {path}: expected a zc_proxy_rank results JSON whose 'plan' has "
+                         f"{', '.join(keys)}; got " + ("no 'plan'" if not isinstance(plan, dict) else
+                                                      "no " + ", ".join(missing)))
+    return plan
+
+
 # ---------------------------------------------------------------------------------------------------- workers
 _W: dict[str, Any] = {}
 
@@ -250,7 +271,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mednas-bench")
     ap.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results; smoke: work)")
     ap.add_argument("--report", action="store_true", help="write the tables from what has finished, train nothing")
+    ap.add_argument("--arch-seed", type=int, default=0,
+                    help="seed of the architecture sample (default 0; another seed is a held-out sample, written to "
+                         "zc_proxy_rank_archseed<N>.{json,md})")
+    ap.add_argument("--flags", nargs="+", choices=FLAGS, default=list(FLAGS), help="data sets (default: both)")
+    ap.add_argument("--pneumonia-train", type=int, default=None,
+                    help="PneumoniaMNIST training images (stratified subset; default: what the timing step fits)")
+    ap.add_argument("--plan-from", type=Path, default=None, metavar="RESULTS_JSON",
+                    help="train with the plan (width, epochs, seeds, subset) of an earlier run's results JSON instead "
+                         "of a timing step: a held-out sample comparable with that run")
     args = ap.parse_args(argv)
+    flags = [f for f in FLAGS if f in args.flags]
+    stem = "zc_proxy_rank" if args.arch_seed == 0 else f"zc_proxy_rank_archseed{args.arch_seed}"
 
     import torch
 
@@ -263,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         mode["budget_min"] = args.budget_min
     out_dir = args.out or (args.work / "results" if args.mode == "smoke" else REPO / "benchmarks" / "results")
     args.work.mkdir(parents=True, exist_ok=True)
-    log_path = args.work / f"zc_proxy_rank-{args.mode}.jsonl"
-    plan_path = args.work / f"zc_proxy_rank-{args.mode}.plan.json"
+    log_path = args.work / f"{stem}-{args.mode}.jsonl"
+    plan_path = args.work / f"{stem}-{args.mode}.plan.json"
 
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -273,15 +305,24 @@ def main(argv: list[str] | None = None) -> int:
     space_kw = {"num_blocks": mode["num_blocks"], "num_nodes": mode["num_nodes"]}
     data = {f: {s: load_split(args.root, f, s) for s in ("train", "test")} for f in FLAGS}
     sampler_space = MSTFCellSpace(in_channels=1, out_channels=2, channels=4, **space_kw)
-    archs = sample_archs(sampler_space, mode["n_archs"], seed=0)
+    archs = sample_archs(sampler_space, mode["n_archs"], seed=args.arch_seed)
     if plan_path.exists():
         plan = json.loads(plan_path.read_text())
         log(f"resuming with the plan of {plan_path}")
-    elif mode["budget_min"] and not args.report:
-        plan = calibrate(mode, space_kw, data, archs, mode["budget_min"] * 60 - (time.perf_counter() - t_start), log)
-        plan_path.write_text(json.dumps(plan))
+        if args.pneumonia_train is not None and plan.get("pneumonia_train") != args.pneumonia_train:
+            raise SystemExit(f"--pneumonia-train {args.pneumonia_train}: the run in {plan_path} was planned with "
+                             f"{plan.get('pneumonia_train')} PneumoniaMNIST images; use another --work to change it")
     else:
-        plan = dict(mode)
+        if args.plan_from:
+            plan = _plan_from(args.plan_from)
+            log(f"the plan of {args.plan_from}: C={plan['channels']}, {plan['epochs']} epochs, seeds {plan['seeds']}")
+        elif mode["budget_min"] and not args.report:
+            plan = calibrate(mode, space_kw, data, archs, mode["budget_min"] * 60 - (time.perf_counter() - t_start),
+                             log)
+        else:
+            plan = dict(mode)
+        if args.pneumonia_train is not None:
+            plan["pneumonia_train"] = args.pneumonia_train
         plan_path.write_text(json.dumps(plan))
     sub = stratified_subset(data["pneumoniamnist"]["train"][1], plan["pneumonia_train"])
     x, y = data["pneumoniamnist"]["train"]
@@ -295,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         from concurrent.futures import ProcessPoolExecutor, as_completed
         from multiprocessing import get_context
 
-        jobs = [(f, i, a) for f in FLAGS for i, a in enumerate(archs) if (f, i) not in done]
+        jobs = [(f, i, a) for f in flags for i, a in enumerate(archs) if (f, i) not in done]
         with ProcessPoolExecutor(max_workers=max(1, int(plan.get("workers", 1))), mp_context=get_context("spawn"),
                                  initializer=_init_worker,
                                  initargs=(str(args.root), plan, space_kw, [int(i) for i in sub])) as pool:
@@ -307,28 +348,30 @@ def main(argv: list[str] | None = None) -> int:
                 done[(rec["flag"], rec["index"])] = rec
                 aucs = [round(rec["train"][str(s)]["long"]["auc"], 3) for s in plan["seeds"]]
                 log(f"{rec['flag']} arch {rec['index'] + 1}/{len(archs)}: test AUC {aucs} ({rec['seconds']:.0f} s; "
-                    f"{len(done)}/{2 * len(archs)} done, {(time.perf_counter() - t_start) / 60:.1f} min in all)")
+                    f"{len(done)}/{len(flags) * len(archs)} done, "
+                    f"{(time.perf_counter() - t_start) / 60:.1f} min in all)")
     from mednas_nni.engines.records import arch_hash
 
     results = {}
-    for flag in FLAGS:
+    for flag in flags:
         rows = [done[(flag, i)] for i in range(len(archs)) if (flag, i) in done
                 and "error" not in done[(flag, i)]["proxies"]]
         if len(rows) >= 4:
             results[flag] = analyse(rows, plan["seeds"])
     # cheap and independent of any training: how much of each proxy is the network's size (all sampled archs)
     proxy_vs_params = proxy_redundancy(archs, plan["channels"], space_kw, data["breastmnist"]["train"], work=args.work)
-    payload = {"benchmark": "zc_proxy_rank", "proxy_vs_params": proxy_vs_params, "mode": args.mode, "plan": plan,
+    payload = {"benchmark": "zc_proxy_rank", "arch_seed": args.arch_seed, "flags": flags,
+               "proxy_vs_params": proxy_vs_params, "mode": args.mode, "plan": plan,
                "space": {"name": "mstf_cell", **space_kw, "channels": plan["channels"]},
                "n_train": {f: len(data[f]["train"][0]) for f in FLAGS},
                "n_test": {f: len(data[f]["test"][0]) for f in FLAGS},
                "machine": {**machine(), "load_avg_1m_at_end": os.getloadavg()[0]},
                "wall_seconds_this_session": time.perf_counter() - t_start,
                "results": results, "archs": [{"hash": arch_hash(a), "sample": a} for a in archs],
-               "finished": {f: sum((f, i) in done for i in range(len(archs))) for f in FLAGS}}
-    write_results(out_dir, "zc_proxy_rank", payload, table(payload))
+               "finished": {f: sum((f, i) in done for i in range(len(archs))) for f in flags}}
+    write_results(out_dir, stem, payload, table(payload))
     print(table(payload))
-    log(f"wrote {out_dir / 'zc_proxy_rank.json'} and .md")
+    log(f"wrote {out_dir / (stem + '.json')} and .md")
     return 0
 
 

@@ -97,10 +97,12 @@ def table(p: dict[str, Any]) -> str:
              f"Machine: {m['cpu']}, {m['cores']} cores shared with other jobs (load {m['load_avg_1m_at_end']:.1f} "
              f"at the end), torch {m['torch']} ({m['torch_threads']} threads); {m['date']}.",
              f"Space: mstf_cell {sp['num_blocks']} blocks x {sp['num_nodes']} nodes, C={sp['channels']} (the paper's "
-             "reproduction uses C=128); architectures: a fixed-seed uniform sample of valid (not dead) ones.",
+             "reproduction uses C=128); architectures: a fixed-seed uniform sample of valid (not dead) ones "
+             f"(sample seed {p.get('arch_seed', 0)}{'' if p.get('arch_seed', 0) == 0 else ': a held-out sample'}).",
              f"Training: {plan['epochs']} epochs (short: {plan['short_epochs']}), seeds {plan['seeds']}, Adam 1e-3, "
              f"batch 128; train images {p['n_train']}, test images {p['n_test']} (PneumoniaMNIST: stratified "
-             "training subset chosen by the timing step). Target: test metric after all epochs, mean of the seeds.",
+             f"training subset of {plan['pneumonia_train'] or 'all'} images). Target: test metric after all epochs, "
+             "mean of the seeds.",
              "Proxies at initialisation (weights from seed 0) on one batch of 64 training images. CIs: 95 % "
              "bootstrap over architectures (1000 resamples).", ""]
     fin = p.get("finished", {})

@@ -53,6 +53,32 @@ def test_zc_nsga2_medmnist_smoke(tmp_path):
         assert again[name]["test"] == row[name]["test"], name
 
 
+def test_zc_proxy_rank_smoke_and_a_held_out_sample_with_the_same_plan(tmp_path):
+    root = require_data("medmnist")
+    common = ["--root", str(root), "--work", str(tmp_path), "--flags", "breastmnist"]
+    _run("zc_proxy_rank.py", *common)
+    first = json.loads((tmp_path / "results" / "zc_proxy_rank.json").read_text())
+    assert first["arch_seed"] == 0 and first["flags"] == ["breastmnist"] and first["finished"] == {"breastmnist": 4}
+    assert set(first["results"]) == {"breastmnist"}
+    auc = first["results"]["breastmnist"]["auc"]
+    assert {"noise_ceiling", "proxies", "selection_percentile"} <= set(auc) and "params" in auc["proxies"]
+    # the held-out check: other architectures, trained with the first run's plan, in their own files
+    _run("zc_proxy_rank.py", *common, "--arch-seed", "1", "--plan-from",
+         str(tmp_path / "results" / "zc_proxy_rank.json"))
+    held = json.loads((tmp_path / "results" / "zc_proxy_rank_archseed1.json").read_text())
+    assert held["arch_seed"] == 1 and held["plan"] == first["plan"] and held["finished"] == {"breastmnist": 4}
+    assert {a["hash"] for a in held["archs"]} != {a["hash"] for a in first["archs"]}
+    assert "sample seed 1: a held-out sample" in (tmp_path / "results" / "zc_proxy_rank_archseed1.md").read_text()
+    # a file that is not a results JSON: one line naming it, non-zero exit, nothing trained
+    bad = tmp_path / "not_results.json"
+    bad.write_text("{}")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "zc_proxy_rank.py"), "--mode", "smoke", *common,
+                           "--arch-seed", "2", "--plan-from", str(bad)], capture_output=True, text=True, timeout=600)
+    last = proc.stderr.strip().splitlines()[-1]             # (NNI's import warnings about torch come before it)
+    assert proc.returncode != 0 and last.startswith(f"--plan-from {bad}: expected") and "Traceback" not in proc.stderr
+    assert not (tmp_path / "zc_proxy_rank_archseed2-smoke.jsonl").exists()
+
+
 def test_genas_mhsma_smoke(tmp_path):
     require_data("mhsma")
     _run("genas_mhsma.py", "--skip-local", "--work", str(tmp_path))
