@@ -42,8 +42,8 @@ def assigned_record(load: Callable[[str], Any] = json.loads) -> dict[str, Any] |
             hp = json.loads(r.read()).get("hyperParameters") or []
         rec = load(hp[-1]) if hp else None
         return rec if isinstance(rec, dict) and "parameters" in rec else None
-    except (OSError, ValueError) as e:
-        _logger.info("could not read this trial's parameters from NNI's manager (%s)", e)
+    except Exception as e:  # noqa: BLE001 (a correction that cannot be made must not fail the trial)
+        _logger.info("could not read this trial's parameters from NNI's manager (%s: %s)", type(e).__name__, e)
         return None
 
 

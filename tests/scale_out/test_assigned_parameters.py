@@ -92,6 +92,16 @@ def test_an_unreachable_manager_keeps_the_channels_parameter(swapped, monkeypatc
     assert channel.metrics == [("FINAL", 0, 0.1)]
 
 
+def test_a_record_that_does_not_decode_keeps_the_channels_parameter(swapped, monkeypatch) -> None:
+    channel, _ = swapped
+
+    def broken_load(text: str):
+        raise TypeError("cannot rebuild the model space here")     # what nni.load may raise on a foreign record
+
+    assert assigned_record(broken_load) is None
+    assert get_assigned_parameter(broken_load) == {"arch": "zero"}
+
+
 def test_outside_nni_there_is_no_record(monkeypatch) -> None:
     monkeypatch.delenv("NNI_TRIAL_COMMAND_CHANNEL", raising=False)
     monkeypatch.delenv("NNI_TRIAL_JOB_ID", raising=False)
