@@ -43,7 +43,9 @@ def table(p: dict[str, Any]) -> str:
              f"{b['top_k']}+knee finalists{_layout(b)}; seeds {b['seeds']}; **objectives** "
              f"{', '.join(b.get('objectives') or ['jacob_cov:max', 'log_synflow:max', 'flops:min'])} (NNI Random's "
              "finalists are chosen by the same rule over the same objectives).", "",
-             "## Mean ± std over seeds", "",
+             "## Mean ± std over seeds (finished units only: " + ", ".join(
+                 f"{f} seeds {sorted(r['seed'] for r in p['rows'] if r['flag'] == f)}"
+                 for f in dict.fromkeys(r["flag"] for r in p["rows"])) + ")", "",
              "| data set | method | test ACC | test AUC | test bal. ACC | params (mean) |", "|---|---|---|---|---|---|"]
     flags = list(dict.fromkeys(r["flag"] for r in p["rows"]))
     for flag in flags:
