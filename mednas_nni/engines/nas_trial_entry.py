@@ -9,12 +9,15 @@ architecture that produced them.
 """
 from __future__ import annotations
 
+import logging
 import sys
 
 __all__ = ["NNI_ENTRY", "nas_trial_python", "main"]
 
 NNI_ENTRY = ["-m", "nni.nas.execution.training_service", "trial"]
 """The arguments NNI appends to the ``python`` of its trial command."""
+
+_logger = logging.getLogger(__name__)
 
 
 def nas_trial_python(interpreter: str | None = None) -> str:
@@ -29,14 +32,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from .assigned_parameters import get_assigned_parameter
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = sys.argv[1:] if argv is None else argv
     if args != NNI_ENTRY:
-        print(f"usage: python -m mednas_nni.engines.nas_trial_entry {' '.join(NNI_ENTRY)} (NNI's trial command); "
-              f"got {' '.join(args) or 'no arguments'}", file=sys.stderr)
+        _logger.error("usage: python -m mednas_nni.engines.nas_trial_entry %s (NNI's trial command); got %s",
+                      " ".join(NNI_ENTRY), " ".join(args) or "no arguments")
         return 2
     params = get_assigned_parameter(load=nni.load)
     if not isinstance(params, ExecutableModelSpace):
-        print(f"mednas trial: expected an ExecutableModelSpace from NNI, got {type(params).__name__}", file=sys.stderr)
+        _logger.error("expected an ExecutableModelSpace from NNI, got %s", type(params).__name__)
         return 1
     params.execute()
     return 0

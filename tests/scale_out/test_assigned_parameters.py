@@ -108,8 +108,9 @@ def test_outside_nni_there_is_no_record(monkeypatch) -> None:
     assert assigned_record() is None
 
 
-def test_nas_trial_command_keeps_nnis_entry_and_refuses_other_arguments(capsys) -> None:
+def test_nas_trial_command_keeps_nnis_entry_and_refuses_other_arguments(caplog) -> None:
     assert nas_trial_python("/opt/py/bin/python3") == "/opt/py/bin/python3 -m mednas_nni.engines.nas_trial_entry"
-    assert nas_entry_main(["trial"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and " ".join(NNI_ENTRY) in err and "got trial" in err
+    with caplog.at_level("ERROR", logger="mednas_nni.engines.nas_trial_entry"):
+        assert nas_entry_main(["trial"]) == 2
+    (err,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "\n" not in err and " ".join(NNI_ENTRY) in err and "got trial" in err
