@@ -46,16 +46,22 @@ def _trained_hashes(rd: Path) -> list[str]:
     return [r["hash"] for r in read_jsonl(rd / RunDir.ARCHS) if r["status"] == "ok"]
 
 
+def _assigned_records(db: sqlite3.Connection) -> dict[str, dict]:
+    """Every trial's parameter record as NNI's manager assigned it (what the web UI shows beside the trial)."""
+    assigned = {}
+    for job, data in db.execute("select trialJobId, data from TrialJobEvent order by timestamp"):
+        if data:                                # events after the first carry no (or an empty) record
+            assigned.setdefault(job, json.loads(data))
+    return assigned
+
+
 def _nni_succeeded_hashes(rd: Path, exp_id: str, space: GeNASCNNSpace) -> list[str]:
     """Canonical hash of every SUCCEEDED trial in NNI's own database."""
     db = sqlite3.connect(rd / "nni" / exp_id / "db" / "nni.sqlite")
-    params, ok = {}, []
-    for job, event, data in db.execute("select trialJobId, event, data from TrialJobEvent order by timestamp"):
-        if data and job not in params:
-            params[job] = json.loads(data)["parameters"]["sample"]
-        if event == "SUCCEEDED":
-            ok.append(job)
-    return [arch_hash(space.canonicalize(params[j])) for j in ok]
+    params = _assigned_records(db)
+    ok = [job for job, event in db.execute("select trialJobId, event from TrialJobEvent order by timestamp")
+          if event == "SUCCEEDED"]
+    return [arch_hash(space.canonicalize(params[j]["parameters"]["sample"])) for j in ok]
 
 
 def _manager_procs(exp_id: str) -> list[psutil.Process]:
@@ -152,17 +158,15 @@ def test_local_training_service_end_to_end(tmp_path, nni_env) -> None:
     assert final["default"] == final["val_balanced_acc"]
     # as the web UI shows a trial: its architecture (the manager's assignment) and its metrics belong together
     space = GeNASCNNSpace(**load_config(EXAMPLE).space.params)
-    assigned = {}
-    for job, data in db.execute("select trialJobId, data from TrialJobEvent where data is not null order by timestamp"):
-        assigned.setdefault(job, json.loads(data))
+    assigned = _assigned_records(db)
     ours = {r["hash"]: r for r in read_jsonl(rd / RunDir.ARCHS) if r["status"] == "ok"}
     for job, pid, data in db.execute("select trialJobId, parameterId, data from MetricData where type='FINAL'"):
         assert str(pid) == str(assigned[job]["parameter_id"]), f"trial {job} reported under another parameter"
         h = arch_hash(space.canonicalize(assigned[job]["parameters"]["sample"]))
         assert json.loads(json.loads(data))["default"] == ours[h]["metrics"]["default"]
     assert not _manager_procs(exp_id)                        # mednas stopped its manager at the end
-    print(f"local training service: 2 concurrent trials, search {json.loads((rd / 'status.json').read_text())['search_seconds']:.0f}"
-          f" s, command {wall:.0f} s")
+    search_s = json.loads((rd / "status.json").read_text())["search_seconds"]
+    print(f"local training service: 2 concurrent trials, search {search_s:.0f} s, command {wall:.0f} s")
 
 
 @pytest.mark.data
