@@ -377,7 +377,9 @@ def main(argv: list[str] | None = None) -> int:
         print("no finished unit to report", flush=True)
         return 1
     payload = {"benchmark": "zc_nsga2_medmnist", "mode": args.mode, "budget": {**mode, "seeds": seeds},
-               "machine": {**machine(), "torch_threads": threads, "workers": args.workers},
+               # a --report (or a rerun with nothing left to run) trained nothing: its process layout is not the units'
+               "machine": {**machine(), "torch_threads": threads, "workers": args.workers,
+                           "trained_here": bool(units and not args.report)},
                "rows": rows, "total_seconds_this_session": time.perf_counter() - t_all,
                "missing_units": [[f, s] for f in flags for s in seeds if (f, s) not in done], "note": args.note,
                "partial_steps": [{"flag": f, "seed": s, "step": st, "result": res}

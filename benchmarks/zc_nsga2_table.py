@@ -31,11 +31,34 @@ def _seed_row(flag: str, seed: int, name: str, x: dict[str, Any]) -> str:
             f"{x['test'].get('balanced_acc', float('nan')):.3f} | {x['params']:,} | {ev} | {ss} | {rt} |")
 
 
+def _layout_of_units(m: dict[str, Any]) -> str:
+    if m.get("trained_here", True):
+        return f"{m.get('workers', 1)} worker process(es) of {m['torch_threads']} thread(s)"
+    return "table written from the state file: the units ran in earlier invocations, see the note for their layout"
+
+
+def _paired(all_rows: list[dict[str, Any]], flags: list[str]) -> list[str]:
+    """zc_nsga2 minus each baseline within a seed: with 3 seeds, the sign per seed says more than two overlapping stds."""
+    lines = ["", "## zc_nsga2 minus each baseline, same data set and seed", "",
+             "| data set | baseline | test AUC difference per seed | mean | zc_nsga2 higher (seeds) | "
+             "bal. ACC difference per seed | zc_nsga2 higher (seeds) |", "|---|---|---|---|---|---|---|"]
+    for flag in flags:
+        rows = [r for r in all_rows if r["flag"] == flag and "zc_nsga2" in r]
+        for name in [n for n in METHODS if n != "zc_nsga2" and rows and all(n in r for r in rows)]:
+            d_auc = [r["zc_nsga2"]["test"]["auc"] - r[name]["test"]["auc"] for r in rows]
+            d_bal = [r["zc_nsga2"]["test"].get("balanced_acc", float("nan"))
+                     - r[name]["test"].get("balanced_acc", float("nan")) for r in rows]
+            lines.append(f"| {flag} | {name} | {', '.join(f'{d:+.3f}' for d in d_auc)} | "
+                         f"{statistics.mean(d_auc):+.3f} | {sum(d > 0 for d in d_auc)} of {len(d_auc)} | "
+                         f"{', '.join(f'{d:+.3f}' for d in d_bal)} | {sum(d > 0 for d in d_bal)} of {len(d_bal)} |")
+    return lines
+
+
 def table(p: dict[str, Any]) -> str:
     m, b = p["machine"], p["budget"]
     lines = [f"# zc_nsga2 vs the baselines that isolate its parts, MedMNIST 28x28 ({p['mode']} mode)", "",
              f"Machine: {m['cpu']}, {m['cores']} cores (shared with other jobs: times are inflated), torch "
-             f"{m['torch']} ({m.get('workers', 1)} worker process(es) of {m['torch_threads']} thread(s)), CUDA: "
+             f"{m['torch']} ({_layout_of_units(m)}), CUDA: "
              f"{m['cuda'] or 'none'}; {m['date']}.",
              f"Budget: NSGA-II pop {b['pop_size']} x {b['generations']} generations; NNI Random scores as many "
              f"architectures; space {b['num_blocks']} blocks x {b['num_nodes']} nodes, **width C={b['channels']}** "
@@ -61,6 +84,7 @@ def table(p: dict[str, Any]) -> str:
         if pp:
             lines.append(f"| {flag} | paper: MSTF-NAS / ResNet-18 (28), 100 epochs, C=128 | {pp['mstf_acc']:.3f} / "
                          f"{pp['rn18_acc']:.3f} | {pp['mstf_auc']:.3f} / {pp['rn18_auc']:.3f} | - | - |")
+    lines += _paired(p["rows"], flags)
     lines += ["", "## Per seed", "",
               "| data set | seed | method | test ACC | test AUC | test bal. ACC | params | archs scored (failed) | "
               "search s | retrained: nets, s (median s/epoch) |", "|---|---|---|---|---|---|---|---|---|---|"]

@@ -36,7 +36,11 @@ def test_zc_nsga2_medmnist_smoke(tmp_path):
     for name in ("zc_nsga2", "random", "resnet18"):
         assert 0.0 <= row[name]["test"]["acc"] <= 1.0
     assert 0.0 < row["majority"]["acc"] < 1.0 and row["proxy_cost"]["ratio_median"] > 0
-    assert "| breastmnist | 0 | random |" in (tmp_path / "results" / "zc_nsga2_medmnist.md").read_text()
+    md = (tmp_path / "results" / "zc_nsga2_medmnist.md").read_text()
+    assert "| breastmnist | 0 | random |" in md and "(1 worker process(es) of" in md
+    # the within-seed difference against each baseline, its sign counted
+    d_auc = row["zc_nsga2"]["test"]["auc"] - row["random"]["test"]["auc"]
+    assert f"| breastmnist | random | {d_auc:+.3f} | {d_auc:+.3f} | {int(d_auc > 0)} of 1 |" in md
     # the resume file: one line per finished method, then the unit; without the unit line, a rerun replays the
     # steps (nothing is searched or retrained again: the run directories are removed) and gives the same row
     state = tmp_path / "zc_nsga2_medmnist-smoke.jsonl"
@@ -51,6 +55,10 @@ def test_zc_nsga2_medmnist_smoke(tmp_path):
     (again,) = json.loads((tmp_path / "results" / "zc_nsga2_medmnist.json").read_text())["rows"]
     for name in ("zc_nsga2", "random", "params_only", "random_arch", "resnet18"):
         assert again[name]["test"] == row[name]["test"], name
+    # --report trains nothing: its own process layout is not put in the table as the units'
+    _run("zc_nsga2_medmnist.py", "--root", str(root), "--work", str(tmp_path), "--report")
+    md = (tmp_path / "results" / "zc_nsga2_medmnist.md").read_text()
+    assert "worker process(es)" not in md and "the units ran in earlier invocations" in md
 
 
 def test_zc_proxy_rank_smoke_and_a_held_out_sample_with_the_same_plan(tmp_path):
