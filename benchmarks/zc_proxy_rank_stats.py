@@ -15,27 +15,36 @@ OBJECTIVE_SETS = {"paper": DEFAULT_OBJECTIVES, "no_synflow": ["jacob_cov:max", "
 def _tau(a: Any, b: Any) -> float:
     from scipy.stats import kendalltau
 
-    t = kendalltau(a, b).statistic
-    return float(t) if np.isfinite(t) else 0.0
+    return float(kendalltau(a, b).statistic)        # NaN for a constant resample: left out of the CI
 
 
 def _rho(a: Any, b: Any) -> float:
     from scipy.stats import spearmanr
 
-    r = spearmanr(a, b).statistic
-    return float(r) if np.isfinite(r) else 0.0
+    return float(spearmanr(a, b).statistic)
 
 
 def corr_with_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Kendall tau and Spearman rho with 95 % percentile-bootstrap CIs (resampling architectures)."""
+    """Kendall tau and Spearman rho with 95 % percentile-bootstrap CIs (resampling architectures). A constant ``a`` or
+    ``b`` has no rank correlation: None (shown as n/a), never a measured 0."""
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return {"tau": None, "tau_ci": [None, None], "rho": None, "rho_ci": [None, None],
+                "constant": "first" if np.ptp(a) == 0 else "second"}
+    import warnings
+
+    from scipy.stats import ConstantInputWarning
+
     rng = np.random.default_rng(seed)
     taus, rhos = [], []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(a), len(a))
-        taus.append(_tau(a[i], b[i]))
-        rhos.append(_rho(a[i], b[i]))
-    return {"tau": _tau(a, b), "tau_ci": [float(np.percentile(taus, 2.5)), float(np.percentile(taus, 97.5))],
-            "rho": _rho(a, b), "rho_ci": [float(np.percentile(rhos, 2.5)), float(np.percentile(rhos, 97.5))]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)      # a constant resample: NaN, counted below
+        for _ in range(n_boot):
+            i = rng.integers(0, len(a), len(a))
+            taus.append(_tau(a[i], b[i]))
+            rhos.append(_rho(a[i], b[i]))
+    return {"tau": _tau(a, b), "tau_ci": [float(np.nanpercentile(taus, 2.5)), float(np.nanpercentile(taus, 97.5))],
+            "rho": _rho(a, b), "rho_ci": [float(np.nanpercentile(rhos, 2.5)), float(np.nanpercentile(rhos, 97.5))],
+            "constant_resamples": int(np.isnan(taus).sum())}
 
 
 def percentile_of(metric: np.ndarray, i: int) -> float:
@@ -87,6 +96,8 @@ def analyse(rows: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
 
 
 def _ci(d: dict[str, Any], key: str) -> str:
+    if d[key] is None:
+        return "n/a (every architecture has the same score)"
     lo, hi = d[f"{key}_ci"]
     return f"{d[key]:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
