@@ -19,6 +19,7 @@ from nni.nas.strategy.base import Strategy
 from .records import arch_hash
 from .search_loop import SearchLoop
 from .trial import ArchitectureEvaluator, register_context, run_trial, trial_error
+from .webui_labels import without_labels
 
 __all__ = ["LoopStrategy", "make_evaluator", "run_sequential"]
 
@@ -69,7 +70,7 @@ class LoopStrategy(Strategy):
                 self._complete_trained(h, self._metric.pop(h))
 
     def _complete_trained(self, h: str, metric: Any) -> None:
-        self.loop.complete(h, metric if isinstance(metric, dict) else {"default": float(metric)})
+        self.loop.complete(h, without_labels(metric) if isinstance(metric, dict) else {"default": float(metric)})
 
     def _on_end(self, event: TrainingEndEvent) -> None:
         with self._lock:

@@ -31,6 +31,7 @@ from .nni_loopback import is_loopback, loopback_manager
 from .nas_trial_entry import nas_trial_python
 from .nni_process import TERMINAL_STATES, nni_manifest, patch_nni_resume_hang, stop_nni_experiment
 from .records import arch_hash
+from .webui_labels import labelled_hash, without_labels
 from .search_loop import SearchLoop
 from .training_service import prepared_training_service
 from .trial import TRIAL_ERROR_METRIC, TRIAL_ERRORS
@@ -167,7 +168,13 @@ class LocalLoopStrategy(LoopStrategy):
             raw = metric if isinstance(metric, dict) else {"default": metric}
             if not isinstance(raw.get("default"), (int, float)):
                 continue
-            self.loop.record(c, h, "ok", metrics=raw, source="nni-db")
+            named = labelled_hash(raw)
+            if named is not None and named != h:
+                # NNI paired this metric with another trial's architecture (see assigned_parameters): not ours
+                _logger.warning("NNI lists architecture %s beside a metric its trial reported for %s: not re-seeded",
+                                h, named)
+                continue
+            self.loop.record(c, h, "ok", metrics=without_labels(raw), source="nni-db")
             n += 1
         if n:
             _logger.info("re-seeded %d evaluated architecture(s) from NNI's trial database", n)

@@ -200,7 +200,9 @@ class MedNASTuner(Tuner):
             value = value if isinstance(value, dict) else {"default": value}
             if params.get("mednas") == "evaluate" and self._ready:
                 if params["hash"] in self.loop.pending():
-                    self.loop.complete(params["hash"], value)
+                    from .webui_labels import without_labels
+
+                    self.loop.complete(params["hash"], without_labels(value))
             elif params.get("mednas") == "retrain":
                 self._receive_retrain(params)
             self._spend_credit()

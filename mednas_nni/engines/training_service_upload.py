@@ -18,7 +18,6 @@ worker (``nni_node/training_service/v3/compat.js`` uploads it as ``trial_code``;
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil

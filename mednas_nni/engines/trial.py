@@ -163,7 +163,9 @@ def run_trial(model: Any, *, sample: dict[str, Any], run_dir: str, trial_functio
         raise
     finally:
         torch.set_num_threads(threads)
-    nni.report_final_result(finite_metrics(final))
+    from .webui_labels import label_final
+
+    nni.report_final_result(label_final(finite_metrics(final), sample, ctx))
     return final
 
 

@@ -163,7 +163,11 @@ def test_local_training_service_end_to_end(tmp_path, nni_env) -> None:
     for job, pid, data in db.execute("select trialJobId, parameterId, data from MetricData where type='FINAL'"):
         assert str(pid) == str(assigned[job]["parameter_id"]), f"trial {job} reported under another parameter"
         h = arch_hash(space.canonicalize(assigned[job]["parameters"]["sample"]))
-        assert json.loads(json.loads(data))["default"] == ours[h]["metrics"]["default"]
+        reported = json.loads(json.loads(data))
+        assert reported["default"] == ours[h]["metrics"]["default"]
+        # the web UI's columns "hash" and "describe" name that architecture; our records keep only the numbers
+        assert (reported["hash"], reported["describe"]) == (h, ours[h]["describe"])
+        assert not {"hash", "describe"} & set(ours[h]["metrics"])
     assert not _manager_procs(exp_id)                        # mednas stopped its manager at the end
     search_s = json.loads((rd / "status.json").read_text())["search_seconds"]
     print(f"local training service: 2 concurrent trials, search {search_s:.0f} s, command {wall:.0f} s")

@@ -120,6 +120,8 @@ def test_nnictl_one_trial_per_architecture_then_finalists_with_test_metrics(tmp_
                 assert (t["status"] == "FAILED") == (by_hash[p["hash"]]["status"] == "failed"), (t, by_hash[p["hash"]])
                 if t["status"] == "SUCCEEDED":
                     assert 0.0 <= finals[t["trialJobId"]]["default"] <= 1.0      # bounded percentile
+                    assert finals[t["trialJobId"]]["hash"] == p["hash"]          # it names its architecture
+                    assert "hash" not in by_hash[p["hash"]]["metrics"]          # a label, not a recorded metric
         assert sorted(p["hash"] for p in params[:-1]) == sorted(r["hash"] for r in recs)   # nothing twice
         last = finals[trials[-1]["trialJobId"]]
         metrics = json.loads((run_dir / "metrics.json").read_text())

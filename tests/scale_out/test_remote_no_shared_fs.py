@@ -92,8 +92,9 @@ def test_remote_trials_read_the_uploaded_data_and_config(sshd, tmp_path, nni_hom
     kinds = collections.Counter(t for (t,) in db.execute("select type from MetricData"))
     assert kinds == {"PERIODICAL": len(ok), "FINAL": len(ok)}
     finals = [json.loads(json.loads(d)) for (d,) in db.execute("select data from MetricData where type='FINAL'")]
-    assert sorted(json.dumps(f, sort_keys=True) for f in finals) == \
-        sorted(json.dumps(rec["metrics"], sort_keys=True) for rec in ok)          # what the remote trial reported
+    # what the remote trial reported, and the architecture it names for the web UI (built from the uploaded config)
+    assert sorted(json.dumps(f, sort_keys=True) for f in finals) == sorted(
+        json.dumps({**rec["metrics"], "hash": rec["hash"], "describe": rec["describe"]}, sort_keys=True) for rec in ok)
     assert {"default", "fitness", "val_f05", "val_balanced_acc", "history"} <= set(finals[0])
     assert finals[0]["default"] == finals[0]["val_balanced_acc"]
     metrics = json.loads((rd / RunDir.METRICS).read_text())
