@@ -276,13 +276,16 @@ def main(argv: list[str] | None = None) -> int:
                          "zc_proxy_rank_archseed<N>.{json,md})")
     ap.add_argument("--flags", nargs="+", choices=FLAGS, default=list(FLAGS), help="data sets (default: both)")
     ap.add_argument("--pneumonia-train", type=int, default=None,
-                    help="PneumoniaMNIST training images (stratified subset; default: what the timing step fits)")
+                    help="PneumoniaMNIST training images (stratified subset; default: what the timing step fits); "
+                         "results in <stem>_pneumonia<N>.{json,md}")
     ap.add_argument("--plan-from", type=Path, default=None, metavar="RESULTS_JSON",
                     help="train with the plan (width, epochs, seeds, subset) of an earlier run's results JSON instead "
                          "of a timing step: a held-out sample comparable with that run")
     args = ap.parse_args(argv)
     flags = [f for f in FLAGS if f in args.flags]
     stem = "zc_proxy_rank" if args.arch_seed == 0 else f"zc_proxy_rank_archseed{args.arch_seed}"
+    if args.pneumonia_train is not None:    # another PneumoniaMNIST subset: its own files, never over another table
+        stem += f"_pneumonia{args.pneumonia_train}"
 
     import torch
 

@@ -77,6 +77,14 @@ def test_zc_proxy_rank_smoke_and_a_held_out_sample_with_the_same_plan(tmp_path):
     assert held["arch_seed"] == 1 and held["plan"] == first["plan"] and held["finished"] == {"breastmnist": 4}
     assert {a["hash"] for a in held["archs"]} != {a["hash"] for a in first["archs"]}
     assert "sample seed 1: a held-out sample" in (tmp_path / "results" / "zc_proxy_rank_archseed1.md").read_text()
+    # another PneumoniaMNIST subset with the same plan: its own files, the first table untouched
+    before = (tmp_path / "results" / "zc_proxy_rank.json").read_text()
+    _run("zc_proxy_rank.py", "--root", str(root), "--work", str(tmp_path), "--flags", "pneumoniamnist",
+         "--pneumonia-train", "40", "--plan-from", str(tmp_path / "results" / "zc_proxy_rank.json"))
+    pneu = json.loads((tmp_path / "results" / "zc_proxy_rank_pneumonia40.json").read_text())
+    assert pneu["plan"]["pneumonia_train"] == 40 and pneu["n_train"]["pneumoniamnist"] == 40
+    assert pneu["finished"] == {"pneumoniamnist": 4}
+    assert (tmp_path / "results" / "zc_proxy_rank.json").read_text() == before
     # a file that is not a results JSON: one line naming it, non-zero exit, nothing trained
     bad = tmp_path / "not_results.json"
     bad.write_text("{}")
