@@ -4,13 +4,14 @@ numbers only, and a resume that re-seeds from NNI's database skips a metric that
 from __future__ import annotations
 
 import logging
-import random
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "strategies"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "exporters"))
 
 import _harness as H  # noqa: E402
+from deploy_fixtures import random_sample  # noqa: E402
 from mednas_nni.engines.nni_local import LocalLoopStrategy  # noqa: E402
 from mednas_nni.engines.records import arch_hash  # noqa: E402
 from mednas_nni.engines.search_loop import SearchLoop  # noqa: E402
@@ -18,20 +19,10 @@ from mednas_nni.engines.webui_labels import label_final, labelled_hash, without_
 from mednas_nni.strategies.zc_nsga2 import ZeroCostNSGA2  # noqa: E402
 
 
-def _valid_samples(space, n: int, seed: int = 0) -> list[dict]:
-    rng, out = random.Random(seed), []
-    values = space.label_values()
-    while len(out) < n:
-        s = space.canonicalize({k: rng.choice(list(v)) for k, v in values.items()})
-        if space.is_valid(s)[0] and s not in out:
-            out.append(s)
-    return out
-
-
 def test_a_final_metric_names_its_architecture_as_the_run_directory_does(tmp_path) -> None:
     ctx = H.make_ctx(tmp_path)
     space = ctx.build_space()
-    sample = _valid_samples(space, 1)[0]
+    sample = random_sample(space, 0)
     final = {"default": 0.75, "params": 1234}
     labelled = label_final(final, sample, ctx)
     assert labelled == {**final, "hash": arch_hash(sample), "describe": space.describe(sample)}
@@ -41,7 +32,7 @@ def test_a_final_metric_names_its_architecture_as_the_run_directory_does(tmp_pat
 
 def test_a_space_that_cannot_describe_costs_the_labels_not_the_result(tmp_path, caplog) -> None:
     ctx = H.make_ctx(tmp_path)
-    sample = _valid_samples(ctx.build_space(), 1)[0]
+    sample = random_sample(ctx.build_space(), 0)
     ctx.build_space = lambda: (_ for _ in ()).throw(RuntimeError("space plugin is broken"))
     with caplog.at_level(logging.WARNING):
         assert label_final({"default": 0.5}, sample, ctx) == {"default": 0.5}
@@ -53,7 +44,8 @@ def test_resume_reseeds_only_metrics_that_name_the_architecture_nni_lists(tmp_pa
     strategy = H.with_trial(ZeroCostNSGA2(pop_size=4, generations=1, seed=0))
     ctx = H.make_ctx(tmp_path)
     loop = SearchLoop(strategy, ctx.build_space(), ctx)
-    right, swapped, older = _valid_samples(loop.space, 3, seed=1)
+    right, swapped, older = (random_sample(loop.space, seed) for seed in (1, 2, 3))
+    assert len({arch_hash(right), arch_hash(swapped), arch_hash(older)}) == 3
     trials = [
         (right, "trained", {"default": 0.8, "hash": arch_hash(right), "describe": loop.space.describe(right)}),
         # NNI listed `swapped` beside the metric the trial of `right` reported (the local service's swap)
