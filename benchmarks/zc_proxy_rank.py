@@ -212,6 +212,19 @@ def calibrate(mode: dict[str, Any], space_kw: dict[str, Any], data: dict[str, di
     return plan
 
 
+def _subset_size(text: str) -> int:
+    """``--pneumonia-train``: a stratified subset needs at least one image per class (2)."""
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = None
+    if n is None or n < 2:
+        raise argparse.ArgumentTypeError(f"expected a number of training images >= 2 (one per class), got {text!r}")
+    return n
+
+
 def _plan_from(path: Path) -> dict[str, Any]:
     """The ``plan`` of an earlier run's results JSON; one line naming the file when it has none."""
     keys = ("channels", "epochs", "short_epochs", "seeds", "pneumonia_train")
@@ -275,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="seed of the architecture sample (default 0; another seed is a held-out sample, written to "
                          "zc_proxy_rank_archseed<N>.{json,md})")
     ap.add_argument("--flags", nargs="+", choices=FLAGS, default=list(FLAGS), help="data sets (default: both)")
-    ap.add_argument("--pneumonia-train", type=int, default=None,
+    ap.add_argument("--pneumonia-train", type=_subset_size, default=None,
                     help="PneumoniaMNIST training images (stratified subset; default: what the timing step fits); "
                          "results in <stem>_pneumonia<N>.{json,md}")
     ap.add_argument("--plan-from", type=Path, default=None, metavar="RESULTS_JSON",

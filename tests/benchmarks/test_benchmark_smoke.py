@@ -93,6 +93,12 @@ def test_zc_proxy_rank_smoke_and_a_held_out_sample_with_the_same_plan(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]             # (NNI's import warnings about torch come before it)
     assert proc.returncode != 0 and last.startswith(f"--plan-from {bad}: expected") and "Traceback" not in proc.stderr
     assert not (tmp_path / "zc_proxy_rank_archseed2-smoke.jsonl").exists()
+    # a subset too small to stratify: one line naming the option, nothing planned or trained
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "zc_proxy_rank.py"), "--mode", "smoke", *common,
+                           "--pneumonia-train", "-5"], capture_output=True, text=True, timeout=600)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "--pneumonia-train: expected a number of training images >= 2" in last
+    assert "Traceback" not in proc.stderr and not list(tmp_path.glob("*_pneumonia-5*"))
 
 
 def test_genas_mhsma_smoke(tmp_path):
